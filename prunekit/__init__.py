@@ -1,0 +1,61 @@
+"""prunekit: neural-network pruning for PyTorch, the companion package of the pruning book.
+
+Tensor level (pure functions, ``True`` = keep)::
+
+    pk.magnitude_mask(weight, sparsity, p=1)
+    pk.gradient_mask(weight, grad, sparsity, criterion="taylor")
+    pk.channel_mask(weight, sparsity, p=1)
+    pk.kernel_mask(weight, sparsity, p=1)
+
+Model level (in place, through ``torch.nn.utils.prune``)::
+
+    pk.prune(model, sparsity, method="l1", scope="layer", exclude=())
+    pk.remove(model)
+    pk.sparsity(model)          # achieved fraction of zeros
+    print(pk.sparsity_report(model))
+
+Masking sets weights to zero; it does not make a model smaller or faster by itself.
+"""
+
+from .masks import channel_mask, gradient_mask, kernel_mask, magnitude_mask, mask_from_scores
+from .metrics import LayerSparsity, SparsityReport, sparsity, sparsity_report
+from .prune import (
+    METHODS,
+    PRUNABLE_TYPES,
+    SCOPES,
+    Method,
+    effective_tensor,
+    load_state_dict,
+    prunable_layers,
+    prune,
+    register_method,
+    remove,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    # tensor level
+    "magnitude_mask",
+    "gradient_mask",
+    "channel_mask",
+    "kernel_mask",
+    "mask_from_scores",
+    # model level
+    "prune",
+    "remove",
+    "load_state_dict",
+    "sparsity",
+    "sparsity_report",
+    "SparsityReport",
+    "LayerSparsity",
+    "effective_tensor",
+    "prunable_layers",
+    # extension
+    "Method",
+    "register_method",
+    "METHODS",
+    "SCOPES",
+    "PRUNABLE_TYPES",
+]

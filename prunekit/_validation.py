@@ -1,0 +1,130 @@
+"""Argument checks shared by every public function.
+
+Validation happens at the boundary, before anything is computed or changed, so a bad
+argument never leaves a tensor or a model half-modified. Messages follow scikit-learn's
+template: ``The 'sparsity' parameter of magnitude_mask must be a real number in the range
+[0, 1]. Got 1.5 instead.``
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Iterable
+
+import torch
+
+__all__ = [
+    "check_sparsity",
+    "check_choice",
+    "check_p",
+    "check_weight",
+    "check_int",
+]
+
+
+def _fail(exc: type[Exception], name: str, caller: str, must: str, value) -> Exception:
+    return exc(f"The {name!r} parameter of {caller} must be {must}. Got {value!r} instead.")
+
+
+def check_sparsity(value, caller: str, name: str = "sparsity") -> float:
+    """Return ``value`` as a float in [0, 1], or raise naming the argument and the value.
+
+    Booleans are refused even though ``bool`` is a subclass of ``int``: ``sparsity=True``
+    is almost certainly a mistake, not a request to prune everything.
+    """
+    must = "a real number in the range [0, 1]"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        if isinstance(value, torch.Tensor) and value.numel() == 1 and value.is_floating_point():
+            value = value.item()
+        else:
+            raise _fail(TypeError, name, caller, must, value)
+    value = float(value)
+    if math.isnan(value) or not 0.0 <= value <= 1.0:
+        raise _fail(ValueError, name, caller, must, value)
+    return value
+
+
+def check_choice(value, options: Iterable[str], caller: str, name: str) -> str:
+    """Raise unless ``value`` is one of ``options`` (listed in the message)."""
+    options = list(options)
+    if not isinstance(value, str) or value not in options:
+        listed = ", ".join(repr(o) for o in options)
+        exc = ValueError if isinstance(value, str) else TypeError
+        raise _fail(exc, name, caller, f"one of {{{listed}}}", value)
+    return value
+
+
+def check_p(value, caller: str) -> int:
+    """The norm order: 1 or 2 (booleans refused)."""
+    if isinstance(value, bool) or value not in (1, 2):
+        exc = TypeError if not isinstance(value, numbers.Real) or isinstance(value, bool) else ValueError
+        raise _fail(exc, "p", caller, "1 or 2", value)
+    return int(value)
+
+
+def check_int(value, caller: str, name: str, *, minimum: int | None = None) -> int:
+    """An integer (not bool), optionally at least ``minimum``."""
+    must = "an integer" + (f" >= {minimum}" if minimum is not None else "")
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise _fail(TypeError, name, caller, must, value)
+    if minimum is not None and value < minimum:
+        raise _fail(ValueError, name, caller, must, value)
+    return int(value)
+
+
+def _describe(t) -> str:
+    if isinstance(t, torch.Tensor):
+        return f"tensor(shape={tuple(t.shape)}, dtype={t.dtype})"
+    return repr(t)
+
+
+def check_weight(weight, caller: str, name: str = "weight", *, ndim: int | None = None,
+                 min_ndim: int | None = None) -> torch.Tensor:
+    """A non-empty floating-point tensor with only finite values.
+
+    ``ndim`` requires an exact number of dimensions (4 for a conv kernel mask),
+    ``min_ndim`` a lower bound (2 for channel masks).
+    """
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(
+            f"The {name!r} parameter of {caller} must be a torch.Tensor. "
+            f"Got {type(weight).__name__} instead."
+        )
+    if not weight.is_floating_point():
+        raise TypeError(
+            f"The {name!r} parameter of {caller} must be a floating-point tensor. "
+            f"Got {_describe(weight)} instead."
+        )
+    if weight.numel() == 0:
+        raise ValueError(
+            f"The {name!r} parameter of {caller} must be a non-empty tensor. "
+            f"Got {_describe(weight)} instead."
+        )
+    if ndim is not None and weight.dim() != ndim:
+        raise ValueError(
+            f"The {name!r} parameter of {caller} must be a {ndim}-D tensor "
+            f"(out_channels, in_channels, kH, kW). Got {_describe(weight)} instead."
+        )
+    if min_ndim is not None and weight.dim() < min_ndim:
+        raise ValueError(
+            f"The {name!r} parameter of {caller} must have at least {min_ndim} dimensions "
+            f"(dim 0 indexes output channels). Got {_describe(weight)} instead."
+        )
+    finite = torch.isfinite(weight)
+    if not bool(finite.all()):
+        bad = int((~finite).sum())
+        raise ValueError(
+            f"The {name!r} parameter of {caller} must contain only finite values. "
+            f"Got {_describe(weight)} with {bad} NaN or infinite entries instead."
+        )
+    return weight
+
+
+def check_same_shape(a: torch.Tensor, b, caller: str, name_a: str, name_b: str) -> None:
+    if not isinstance(b, torch.Tensor) or b.shape != a.shape:
+        got = _describe(b)
+        raise ValueError(
+            f"The {name_b!r} parameter of {caller} must have the same shape as {name_a!r} "
+            f"{tuple(a.shape)}. Got {got} instead."
+        )
