@@ -10,6 +10,8 @@ Tensor level (pure functions, ``True`` = keep)::
 Model level (in place, through ``torch.nn.utils.prune``)::
 
     pk.prune(model, sparsity, method="l1", scope="layer", exclude=())
+    stats = pk.collect_gradient_stats(model, loader, loss_fn)   # over many batches
+    pk.prune(model, sparsity, method="taylor", stats=stats)     # or "gradient", "fisher"
     pk.remove(model)
     pk.sparsity(model)          # achieved fraction of zeros
     print(pk.sparsity_report(model))
@@ -17,6 +19,8 @@ Model level (in place, through ``torch.nn.utils.prune``)::
 Masking sets weights to zero; it does not make a model smaller or faster by itself.
 """
 
+from . import data, models, plotting, schedules, training
+from .gradients import GRADIENT_SCORES, GRADIENT_STATISTICS, GradientStats, collect_gradient_stats
 from .masks import channel_mask, gradient_mask, kernel_mask, magnitude_mask, mask_from_scores
 from .metrics import LayerSparsity, SparsityReport, sparsity, sparsity_report
 from .prune import (
@@ -36,6 +40,12 @@ __version__ = "0.1.0"
 
 __all__ = [
     "__version__",
+    # submodules the chapters share
+    "data",
+    "models",
+    "plotting",
+    "schedules",
+    "training",
     # tensor level
     "magnitude_mask",
     "gradient_mask",
@@ -52,6 +62,11 @@ __all__ = [
     "LayerSparsity",
     "effective_tensor",
     "prunable_layers",
+    # gradient-based pruning (chapter 2)
+    "collect_gradient_stats",
+    "GradientStats",
+    "GRADIENT_STATISTICS",
+    "GRADIENT_SCORES",
     # extension
     "Method",
     "register_method",

@@ -129,24 +129,29 @@ class TensorLoader:
 
     Same iteration protocol as ``torch.utils.data.DataLoader`` (yields ``(x, y)``
     batches, has ``len``), but it slices whole batches instead of collating single
-    samples, which is several times faster for small datasets. Shuffling is seeded: epoch
-    ``e`` uses permutation ``seed + e``, so runs are reproducible and independent of the
-    global RNG.
+    samples, which is several times faster for small datasets.
+
+    Shuffling draws from torch's global random number generator, exactly like
+    ``DataLoader(shuffle=True)``: after ``pk.training.seed_everything(s)`` a training run
+    sees the same batches every time, even when the loader object is reused. Pass
+    ``seed`` to give the loader its own generator instead (seeded once, then advancing
+    from epoch to epoch).
 
     Args:
         x, y: tensors with the same first dimension.
         batch_size: samples per batch (the last batch may be smaller).
         shuffle: reshuffle every epoch.
-        seed: seed of the shuffling.
+        seed: ``None`` (global RNG) or the seed of a private generator.
     """
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 64, *,
-                 shuffle: bool = False, seed: int = 0):
+                 shuffle: bool = False, seed: int | None = None):
         if len(x) != len(y):
             raise ValueError(f"x and y must have the same length. Got {len(x)} and {len(y)} instead.")
         self.x, self.y = x, y
         self.batch_size = check_int(batch_size, "TensorLoader", "batch_size", minimum=1)
-        self.shuffle, self.seed, self.epoch = shuffle, seed, 0
+        self.shuffle = shuffle
+        self.generator = None if seed is None else torch.Generator().manual_seed(seed)
         self.dataset = torch.utils.data.TensorDataset(x, y)
 
     def __len__(self) -> int:
@@ -154,12 +159,7 @@ class TensorLoader:
 
     def __iter__(self):
         n = len(self.x)
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed + self.epoch)
-            order = torch.randperm(n, generator=g)
-            self.epoch += 1
-        else:
-            order = None
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else None
         for start in range(0, n, self.batch_size):
             if order is None:
                 yield self.x[start:start + self.batch_size], self.y[start:start + self.batch_size]
@@ -170,12 +170,15 @@ class TensorLoader:
 
 def loaders(name_or_split="digits", *, batch_size: int = 64, seed: int = 0,
             flatten: bool = True, download: bool = False, test_batch_size: int = 1024):
-    """Train and test loaders for a dataset (shuffled, seeded train; ordered test).
+    """Train and test loaders for a dataset (shuffled train; ordered test).
+
+    The training loader shuffles with torch's global RNG (seed it with
+    :func:`prunekit.training.seed_everything` before each run, as the book does).
 
     Args:
         name_or_split: a dataset name for :func:`load`, or a :class:`Split`.
         batch_size: training batch size.
-        seed: seed of the split and of the shuffling.
+        seed: seed of the train/test split.
         flatten: see :func:`load`.
         download: see :func:`load`.
         test_batch_size: batch size of the test loader.
@@ -192,6 +195,6 @@ def loaders(name_or_split="digits", *, batch_size: int = 64, seed: int = 0,
     split = name_or_split if isinstance(name_or_split, Split) else load(
         name_or_split, seed=seed, flatten=flatten, download=download)
     return (
-        TensorLoader(split.x_train, split.y_train, batch_size, shuffle=True, seed=seed),
+        TensorLoader(split.x_train, split.y_train, batch_size, shuffle=True),
         TensorLoader(split.x_test, split.y_test, test_batch_size, shuffle=False),
     )

@@ -59,6 +59,7 @@ class LayerSparsity:
 
     @property
     def sparsity(self) -> float:
+        """Achieved fraction of zeros, ``zeros / params``."""
         return self.zeros / self.params if self.params else 0.0
 
 

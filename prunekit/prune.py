@@ -49,6 +49,7 @@ __all__ = [
 
 #: Layer types whose ``weight`` prunekit prunes by default.
 PRUNABLE_TYPES = (nn.Linear, nn.modules.conv._ConvNd)
+#: ``"layer"``: each layer loses its own fraction; ``"global"``: one ranking over all layers.
 SCOPES = ("layer", "global")
 
 
@@ -201,6 +202,7 @@ class Method:
         return isinstance(module, PRUNABLE_TYPES)
 
     def check_options(self, options: dict, caller: str) -> dict:
+        """Refuse unknown options (``TypeError`` listing the valid ones); fill in defaults."""
         unknown = sorted(set(options) - set(self.options))
         if unknown:
             valid = ", ".join(repr(k) for k in self.options) or "none"
@@ -215,6 +217,11 @@ class Method:
         return options
 
     def scores(self, name: str, module: nn.Module, weight: torch.Tensor, options: dict) -> torch.Tensor:
+        """Importance of each unit of ``weight`` (layer ``name``); higher = kept longer.
+
+        Shaped like ``weight`` for ``granularity="weight"``, ``(out,)`` for channels and
+        ``(out, in)`` for kernels. Must be finite.
+        """
         raise NotImplementedError
 
     # -- the generic score-based planner ------------------------------------------------
@@ -452,9 +459,16 @@ def prune(model: nn.Module, sparsity, *, method: str = "l1", scope: str = "layer
             also be a mapping ``{layer_name: sparsity}`` (a per-layer plan); only the
             named layers are pruned. Pruning an already pruned model again reaches the new
             target and keeps every pruned weight pruned.
-        method: one of ``prunekit.METHODS``: ``"l1"``, ``"l2"``, ``"random"`` (the
-            baseline; option ``seed``), ``"channel"``, ``"kernel"`` (option ``p`` for both),
-            and those later chapters register (``"gradient"``, ``"taylor"``, ``"kmeans"``).
+        method: one of ``prunekit.METHODS``:
+
+            * ``"l1"``, ``"l2"``: magnitude (chapter 1);
+            * ``"random"``: the baseline (option ``seed``);
+            * ``"gradient"`` (Σ|g|), ``"taylor"`` (|w·Σg|), ``"fisher"`` (w²·Σg²):
+              chapter 2; pass ``stats=`` from :func:`prunekit.collect_gradient_stats`, or
+              ``loader=`` and ``loss_fn=`` (with ``max_batches``, ``mode``, ``device``,
+              ``progress``) to collect them;
+            * ``"kmeans"``: whole clusters of weights (chapter 3; option ``n_clusters``);
+            * ``"channel"``, ``"kernel"``: structured (chapter 4; option ``p``).
         scope: ``"layer"``: every layer loses exactly its fraction. ``"global"``: one
             ranking over all layers' units, so layers end up with different sparsities
             (for ``"l1"`` the same choice as ``torch.nn.utils.prune.global_unstructured``).
