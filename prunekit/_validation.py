@@ -111,9 +111,9 @@ def check_weight(weight, caller: str, name: str = "weight", *, ndim: int | None 
             f"The {name!r} parameter of {caller} must have at least {min_ndim} dimensions "
             f"(dim 0 indexes output channels). Got {_describe(weight)} instead."
         )
-    finite = torch.isfinite(weight)
-    if not bool(finite.all()):
-        bad = int((~finite).sum())
+    lo, hi = torch.aminmax(weight.detach())  # one pass; NaN and +-inf propagate to lo/hi
+    if not bool(torch.isfinite(lo) & torch.isfinite(hi)):
+        bad = int((~torch.isfinite(weight)).sum())
         raise ValueError(
             f"The {name!r} parameter of {caller} must contain only finite values. "
             f"Got {_describe(weight)} with {bad} NaN or infinite entries instead."

@@ -6,10 +6,11 @@ amount), the ones with the lowest scores; among equal scores the unit with the l
 flat index goes first. The tie rule makes masks deterministic and *nested*: the units
 pruned at a lower sparsity are always among those pruned at a higher one.
 
-Selection uses ``torch.kthvalue`` (linear-time selection) and a comparison, then settles
-ties at the threshold explicitly. It never sorts the whole tensor, which is what makes
-:func:`magnitude_mask` many times faster than ``torch.topk`` on large weights (see
-``benchmarks/masks.py``).
+Selection finds the threshold (the k-th smallest score: a strided sample brackets it, then
+an unsorted ``torch.topk`` selects inside the bracket) and compares, then settles ties at the
+threshold explicitly. It never sorts the whole tensor, which is what makes
+:func:`magnitude_mask` many times faster than ``torch.nn.utils.prune`` (a full sorted
+``torch.topk``) on large weights (see ``benchmarks/masks.py``).
 """
 
 from __future__ import annotations
@@ -41,7 +42,21 @@ def _selectable(scores: torch.Tensor) -> torch.Tensor:
     return scores
 
 
-_SAMPLE = 1 << 16  # below this many entries a plain kthvalue is already fast
+_SAMPLE = 1 << 16  # below 4 * _SAMPLE entries a plain selection is already fast
+
+
+def _kthvalue(x: torch.Tensor, k: int) -> torch.Tensor:
+    """``torch.kthvalue(x, k).values`` without its quadratic worst case.
+
+    torch's CPU ``kthvalue`` takes seconds on a few hundred thousand entries in descending
+    order (e.g. ``-arange(n)``). ``topk`` with ``sorted=False`` returns the same value
+    (the largest of the k smallest, or the smallest of the n - k + 1 largest) and has no
+    such case.
+    """
+    n = x.numel()
+    if k <= n - k + 1:
+        return torch.topk(x, k, largest=False, sorted=False).values.max()
+    return torch.topk(x, n - k + 1, largest=True, sorted=False).values.min()
 
 
 def kth_smallest(flat: torch.Tensor, k: int) -> tuple[torch.Tensor, int]:
@@ -72,9 +87,9 @@ def kth_smallest(flat: torch.Tensor, k: int) -> tuple[torch.Tensor, int]:
             inside = le_hi if inside is None else inside.logical_and_(le_hi)
         candidates = flat if inside is None else flat[inside]
         if below < k <= below + candidates.numel():
-            value = torch.kthvalue(candidates, k - below).values
+            value = _kthvalue(candidates, k - below)
             return value, below + int(torch.count_nonzero(candidates <= value))
-    value = torch.kthvalue(flat, k).values
+    value = _kthvalue(flat, k)
     return value, int(torch.count_nonzero(flat <= value))
 
 
@@ -180,8 +195,8 @@ def gradient_mask(weight: torch.Tensor, grad: torch.Tensor, sparsity: float, *,
     """
     caller = "gradient_mask"
     check_weight(weight, caller)
-    check_same_shape(weight, grad, caller, "weight", "grad")
     check_weight(grad, caller, "grad")
+    check_same_shape(weight, grad, caller, "weight", "grad")
     sparsity = check_sparsity(sparsity, caller)
     check_choice(criterion, criteria.GRADIENT_CRITERIA, caller, "criterion")
     scores = criteria.gradient_scores(weight, grad, criterion)

@@ -619,7 +619,8 @@ def load_state_dict(model: nn.Module, state_dict: Mapping, strict: bool = True):
     except Exception:
         for module, tensor_name in added:  # undo: identity masks leave values unchanged
             torch_prune.remove(module, tensor_name)
-            for k in orders[id(module)]:  # torch's remove re-appends the parameter
+        for module, _ in added:  # torch's remove re-appends the parameter: restore the order
+            for k in orders[id(module)]:
                 module._parameters[k] = module._parameters.pop(k)
         with torch.no_grad():
             for k, v in model.state_dict(keep_vars=True).items():
