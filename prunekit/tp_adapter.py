@@ -1,0 +1,317 @@
+"""Channel pruning of residual networks through Torch-Pruning's dependency graph.
+
+:func:`prunekit.shrink` rebuilds chains of layers exactly and refuses anything where
+channels are coupled across layers: a residual addition needs the *same* channels
+removed from every tensor it adds, a concatenation shifts channel indices, a depthwise
+convolution ties its inputs to its outputs. Torch-Pruning (Fang et al. 2023, DepGraph)
+finds those couplings automatically: it groups every parameter that must lose the same
+channels and removes them together.
+
+This module connects the two: :class:`prunekit.PrunekitImportance` scores Torch-Pruning's
+groups with prunekit's criteria (L1/L2 channel norms as in :func:`prunekit.channel_mask`,
+or first-order Taylor), and :func:`prunekit.tp_prune` runs Torch-Pruning's pruner on a copy of
+the model. Torch-Pruning is an optional dependency (``pip install torch-pruning``); it
+is imported only when these functions run.
+
+:class:`prunekit.TinyResNet` is a small residual network to try it on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from . import criteria
+from ._validation import check_choice, check_sparsity
+from .structured import _copy_model, _strip_masks
+
+__all__ = ["tp_prune", "PrunekitImportance", "TinyResNet", "TP_IMPORTANCES"]
+
+#: the ``importance`` names :func:`prunekit.tp_prune` and :class:`prunekit.PrunekitImportance` accept
+TP_IMPORTANCES = ("l1", "l2", "taylor")
+
+
+def _import_tp(caller: str):
+    try:
+        import torch_pruning as tp
+    except ImportError as exc:
+        raise ImportError(
+            f"{caller} needs Torch-Pruning, an optional dependency of prunekit: "
+            "pip install torch-pruning  (or: pip install 'prunekit[tp]')."
+        ) from exc
+    return tp
+
+
+class PrunekitImportance:
+    """A Torch-Pruning importance that scores channels with prunekit's criteria.
+
+    Torch-Pruning calls ``importance(group)`` for each group of coupled layers and
+    prunes the channels with the lowest scores. This class scores a channel by the
+    layers whose *output* channels the group removes (each ``Conv``/``Linear`` whose
+    filters go), with prunekit's criterion, and adds the scores of coupled layers (the
+    convolutions feeding one residual addition). For a plain chain the group has one
+    such layer, so the choice is exactly that of ``prune(model, s, method="channel")``.
+
+    * ``"l1"`` / ``"l2"``: the Lp norm of each filter (``criteria.channel_scores``);
+    * ``"taylor"``: ``sum |w * dL/dw|`` over each filter (Molchanov et al. 2019), from
+      the gradients in ``.grad`` (run ``loss.backward()`` on the model first).
+
+    Torch-Pruning's own ``GroupMagnitudeImportance`` differs: it averages squared norms
+    over every layer of the group, including the next layer's input weights and the
+    BatchNorm, and normalises per group.
+
+    Once Torch-Pruning is imported, instances are also instances of
+    ``torch_pruning.importance.Importance`` (registered as a virtual subclass).
+
+    Args:
+        criterion: ``"l1"``, ``"l2"`` or ``"taylor"``.
+
+    Examples:
+        >>> import prunekit as pk
+        >>> pk.PrunekitImportance("l2")
+        PrunekitImportance('l2')
+    """
+
+    def __init__(self, criterion: str = "l1"):
+        check_choice(criterion, TP_IMPORTANCES, "PrunekitImportance", "criterion")
+        self.criterion = criterion
+        try:
+            import torch_pruning as tp
+
+            tp.importance.Importance.register(PrunekitImportance)
+        except ImportError:
+            pass
+
+    def __repr__(self) -> str:
+        return f"PrunekitImportance({self.criterion!r})"
+
+    def layer_scores(self, layer: nn.Module) -> torch.Tensor:
+        """Scores of every output channel of one ``Conv``/``Linear`` layer (higher = keep)."""
+        w = layer.weight.detach()
+        if getattr(layer, "transposed", False):
+            w = w.transpose(0, 1)
+        if self.criterion == "taylor":
+            grad = layer.weight.grad
+            if grad is None:
+                raise ValueError(
+                    "PrunekitImportance('taylor') needs gradients: the layer "
+                    f"{type(layer).__name__} has no .grad. Run loss.backward() on the model "
+                    "before pruning."
+                )
+            g = grad.detach().transpose(0, 1) if getattr(layer, "transposed", False) else grad.detach()
+            return (w * g).abs().reshape(w.shape[0], -1).sum(dim=1)
+        return criteria.channel_scores(w, 1 if self.criterion == "l1" else 2)
+
+    @torch.no_grad()
+    def __call__(self, group) -> torch.Tensor | None:
+        """Scores of the group's channels, indexed like the group's root layer."""
+        tp = _import_tp("PrunekitImportance")
+        out_fns = (tp.prune_conv_out_channels, tp.prune_linear_out_channels)
+        total = None
+        for i, (dep, idxs) in enumerate(group):
+            layer, fn = dep.target.module, dep.handler
+            if fn not in out_fns or not isinstance(layer, (nn.Linear, nn.modules.conv._ConvNd)):
+                continue
+            root_idxs = group[i].root_idxs
+            if any(r is None for r in root_idxs):
+                continue
+            scores = self.layer_scores(layer)[list(idxs)].double()
+            if total is None:
+                n = len(group[0].idxs)
+                total = torch.zeros(n, dtype=torch.float64, device=scores.device)
+            total.index_add_(0, torch.tensor(root_idxs, device=scores.device), scores)
+        return None if total is None else total.float()
+
+
+def _resolve_layers(model, work, layers, caller, name):
+    """Map modules of ``model`` or their names to the corresponding modules of ``work``."""
+    by_name = dict(work.named_modules())
+    name_of = {id(m): n for n, m in model.named_modules()}
+    out = []
+    for item in layers:
+        if isinstance(item, str):
+            key = item
+        elif isinstance(item, nn.Module) and id(item) in name_of:
+            key = name_of[id(item)]
+        else:
+            raise ValueError(f"The {name!r} parameter of {caller} must contain modules of the "
+                             f"model or their names. Got {item!r} instead.")
+        if key not in by_name:
+            raise ValueError(f"The {name!r} parameter of {caller} names {key!r}, which is not a "
+                             "module of the model.")
+        out.append(by_name[key])
+    return out
+
+
+def tp_prune(model: nn.Module, example_input, sparsity, *, importance="l1",
+             ignored_layers=None, round_to: int | None = None, global_pruning: bool = False,
+             **pruner_options) -> nn.Module:
+    """Channel-prune a copy of ``model`` with Torch-Pruning's dependency graph.
+
+    Works on graphs :func:`prunekit.shrink` refuses: residual additions,
+    concatenations, grouped and depthwise convolutions. Runs
+    ``torch_pruning.pruner.BasePruner`` with :class:`prunekit.PrunekitImportance` (or any
+    Torch-Pruning importance you pass) on a deep copy, so the result is physically
+    smaller and ``model`` is not modified. Masks already on ``model`` are made
+    permanent in the copy first, so masked channels (norm 0) are the first to go.
+
+    Args:
+        model: the model (dense, or masked by prunekit).
+        example_input: a tensor (or tuple) the model accepts; Torch-Pruning traces the
+            graph through autograd with it.
+        sparsity: fraction of each group's channels to remove, in [0, 1]
+            (Torch-Pruning's ``pruning_ratio``: it keeps ``int(n * (1 - sparsity))``
+            channels), or ``{layer_name: fraction}`` for per-layer ratios.
+        importance: ``"l1"``, ``"l2"``, ``"taylor"`` (:class:`prunekit.PrunekitImportance`; for
+            Taylor, gradients must be in ``.grad``), or a Torch-Pruning importance
+            object, e.g. ``torch_pruning.importance.GroupMagnitudeImportance(p=2)``.
+        ignored_layers: modules (or names) whose output channels must stay, default:
+            the last ``Linear``/``Conv`` layer of the model (the classifier), so the
+            output shape does not change.
+        round_to: keep channel counts multiples of this (e.g. 8, for fast kernels).
+        global_pruning: rank all groups together instead of layer by layer.
+        **pruner_options: passed to ``torch_pruning.pruner.BasePruner``.
+
+    Returns:
+        The pruned copy, with plain parameters, in the same train/eval mode as
+        ``model``. Build a new optimizer for it.
+
+    Raises:
+        ImportError: Torch-Pruning is not installed (``pip install torch-pruning``).
+        TypeError, ValueError: for a bad argument, or when pruning would change the
+            model's output shape (pass ``ignored_layers``).
+
+    Examples:
+        >>> import importlib.util, torch, prunekit as pk
+        >>> _ = torch.manual_seed(0)
+        >>> model, x = pk.TinyResNet(), torch.randn(2, 3, 16, 16)
+        >>> has_tp = importlib.util.find_spec("torch_pruning") is not None
+        >>> small = pk.tp_prune(model, x, 0.5) if has_tp else None
+        >>> not has_tp or (pk.count_parameters(small) < pk.count_parameters(model)
+        ...                and small(x).shape == model(x).shape)
+        True
+    """
+    caller = "tp_prune"
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"The 'model' parameter of {caller} must be a torch.nn.Module. "
+                        f"Got {type(model).__name__} instead.")
+    if isinstance(example_input, torch.Tensor):
+        inputs = example_input
+    elif isinstance(example_input, (tuple, list)) and example_input and all(
+            isinstance(t, torch.Tensor) for t in example_input):
+        inputs = tuple(example_input)
+    else:
+        raise TypeError(f"The 'example_input' parameter of {caller} must be a torch.Tensor (or a "
+                        f"tuple of tensors). Got {type(example_input).__name__} instead.")
+    if isinstance(sparsity, Mapping):
+        ratios = {k: check_sparsity(v, caller, f"sparsity[{k!r}]") for k, v in sparsity.items()}
+        default_ratio = 0.0
+    else:
+        ratios, default_ratio = None, check_sparsity(sparsity, caller)
+    if isinstance(importance, str):
+        imp = PrunekitImportance(check_choice(importance, TP_IMPORTANCES, caller, "importance"))
+    elif callable(importance):
+        imp = importance
+    else:
+        raise TypeError(f"The 'importance' parameter of {caller} must be one of "
+                        f"{TP_IMPORTANCES} or a Torch-Pruning importance. Got {importance!r} instead.")
+    tp = _import_tp(caller)
+
+    work = _copy_model(model)
+    for src, dst in zip(model.parameters(), work.parameters()):  # deepcopy drops .grad
+        if src.grad is not None:
+            dst.grad = src.grad.detach().clone()
+    _strip_masks(work)
+    if ignored_layers is None:
+        layers = [m for m in work.modules() if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))]
+        ignored = layers[-1:]
+    else:
+        if isinstance(ignored_layers, (str, nn.Module)):
+            ignored_layers = [ignored_layers]
+        ignored = _resolve_layers(model, work, ignored_layers, caller, "ignored_layers")
+    ratio_dict = None
+    if ratios is not None:
+        ratio_dict = dict(zip(_resolve_layers(model, work, list(ratios), caller, "sparsity"),
+                              ratios.values()))
+    modes = [(m, m.training) for m in work.modules()]
+    work.eval()
+    try:
+        with torch.enable_grad():
+            args = inputs if isinstance(inputs, tuple) else (inputs,)
+            with torch.no_grad():
+                before = work(*args)
+            pruner = tp.pruner.BasePruner(
+                work, inputs, importance=imp, pruning_ratio=default_ratio,
+                pruning_ratio_dict=ratio_dict, ignored_layers=ignored, round_to=round_to,
+                global_pruning=global_pruning, **pruner_options)
+            pruner.step()
+            with torch.no_grad():
+                after = work(*args)
+    finally:
+        for m, mode in modes:
+            m.training = mode
+    if isinstance(before, torch.Tensor) and before.shape != after.shape:
+        raise ValueError(
+            f"{caller} would change the model's output shape from {tuple(before.shape)} to "
+            f"{tuple(after.shape)}: pass the output layer(s) in 'ignored_layers'."
+        )
+    for p in work.parameters():
+        p.grad = None
+    return work
+
+
+class TinyResNet(nn.Module):
+    """A small residual CNN (two basic blocks, one with a 1x1 projection) for examples.
+
+    ``stem`` conv 3x3 + BatchNorm + ReLU -> ``block1`` (identity shortcut) -> ``block2``
+    (stride 2, ``conv`` 1x1 + BatchNorm shortcut) -> global average pool -> ``fc``.
+    The additions couple the channels of the stem, of each block's second convolution
+    and of the shortcut, which is why :func:`prunekit.shrink` refuses to remove them
+    and :func:`prunekit.tp_prune` is needed.
+
+    Args:
+        in_channels: image channels.
+        width: channels of the stem and the first block; the second block has twice as many.
+        n_classes: output size.
+
+    Examples:
+        >>> import torch, prunekit as pk
+        >>> pk.TinyResNet()(torch.randn(2, 3, 16, 16)).shape
+        torch.Size([2, 10])
+    """
+
+    class Block(nn.Module):
+        """conv-BN-ReLU-conv-BN plus a shortcut, then ReLU."""
+
+        def __init__(self, c_in: int, c_out: int, stride: int = 1):
+            super().__init__()
+            self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(c_out)
+            self.relu = nn.ReLU()
+            self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(c_out)
+            self.shortcut = nn.Sequential()
+            if stride != 1 or c_in != c_out:
+                self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False),
+                                              nn.BatchNorm2d(c_out))
+
+        def forward(self, x):
+            out = self.relu(self.bn1(self.conv1(x)))
+            out = self.bn2(self.conv2(out))
+            return self.relu(out + self.shortcut(x))
+
+    def __init__(self, in_channels: int = 3, width: int = 16, n_classes: int = 10):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False),
+                                  nn.BatchNorm2d(width), nn.ReLU())
+        self.block1 = TinyResNet.Block(width, width)
+        self.block2 = TinyResNet.Block(width, 2 * width, stride=2)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(2 * width, n_classes)
+
+    def forward(self, x):
+        x = self.block2(self.block1(self.stem(x)))
+        return self.fc(self.flatten(self.pool(x)))
