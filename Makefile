@@ -34,6 +34,8 @@ test: test-unit test-notebooks
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/masks.py
+	$(BIN)/python benchmarks/kmeans.py
+	$(BIN)/python benchmarks/structured.py
 
 clean:
 	rm -rf _build build dist *.egg-info .pytest_cache .hypothesis

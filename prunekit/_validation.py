@@ -121,6 +121,19 @@ def check_weight(weight, caller: str, name: str = "weight", *, ndim: int | None 
     return weight
 
 
+def check_example_input(example_input, caller: str, name: str = "example_input") -> tuple:
+    """A tensor, or a non-empty tuple/list of tensors (one per forward argument), as a tuple."""
+    if isinstance(example_input, torch.Tensor):
+        return (example_input,)
+    if isinstance(example_input, (tuple, list)) and example_input and all(
+            isinstance(t, torch.Tensor) for t in example_input):
+        return tuple(example_input)
+    raise TypeError(
+        f"The {name!r} parameter of {caller} must be a torch.Tensor (or a tuple of tensors, "
+        f"one per forward argument). Got {type(example_input).__name__} instead."
+    )
+
+
 def check_same_shape(a: torch.Tensor, b, caller: str, name_a: str, name_b: str) -> None:
     if not isinstance(b, torch.Tensor) or b.shape != a.shape:
         got = _describe(b)

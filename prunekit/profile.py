@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from ._validation import check_choice, check_int
+from ._validation import check_choice, check_example_input, check_int
 from .prune import PRUNABLE_TYPES, effective_tensor, pruned_tensor_names
 
 __all__ = [
@@ -53,18 +53,6 @@ def _check_model(model, caller: str) -> nn.Module:
         raise TypeError(f"The 'model' parameter of {caller} must be a torch.nn.Module. "
                         f"Got {type(model).__name__} instead.")
     return model
-
-
-def _inputs(example_input, caller: str, name: str = "example_input") -> tuple:
-    if isinstance(example_input, torch.Tensor):
-        return (example_input,)
-    if isinstance(example_input, (tuple, list)) and example_input and all(
-            isinstance(t, torch.Tensor) for t in example_input):
-        return tuple(example_input)
-    raise TypeError(
-        f"The {name!r} parameter of {caller} must be a torch.Tensor (or a tuple of tensors, "
-        f"one per forward argument). Got {type(example_input).__name__} instead."
-    )
 
 
 def _effective_parameters(model: nn.Module):
@@ -173,7 +161,7 @@ def count_macs(model: nn.Module, example_input, *, nonzero_only: bool = False) -
     """
     caller = "count_macs"
     _check_model(model, caller)
-    inputs = _inputs(example_input, caller)
+    inputs = check_example_input(example_input, caller)
     total = [0]
 
     def hook(module, args, output):
@@ -409,7 +397,7 @@ def measure_latency(model: nn.Module, example_input, *, warmup: int = 10, repeat
     """
     caller = "measure_latency"
     _check_model(model, caller)
-    inputs = _inputs(example_input, caller)
+    inputs = check_example_input(example_input, caller)
     check_int(warmup, caller, "warmup", minimum=0)
     check_int(repeats, caller, "repeats", minimum=1)
     if threads is not None:
@@ -553,16 +541,16 @@ def compare_models(before: nn.Module, after: nn.Module, example_inputs, *, warmu
         if not batches:
             raise ValueError(f"The 'example_inputs' parameter of {caller} must not be empty.")
         for key, value in batches.items():
-            _inputs(value, caller, f"example_inputs[{key!r}]")
+            check_example_input(value, caller, f"example_inputs[{key!r}]")
     else:
-        x = _inputs(example_inputs, caller, "example_inputs")[0]
+        x = check_example_input(example_inputs, caller, "example_inputs")[0]
         batches = {int(x.shape[0]) if x.dim() else 1: example_inputs}
     if not (isinstance(names, tuple) and len(names) == 2 and all(isinstance(n, str) for n in names)):
         raise TypeError(f"The 'names' parameter of {caller} must be a tuple of two strings. "
                         f"Got {names!r} instead.")
     smallest = min(batches)
     x_small = batches[smallest]
-    per = _inputs(x_small, caller)[0].shape[0] if _inputs(x_small, caller)[0].dim() else 1
+    per = check_example_input(x_small, caller)[0].shape[0] if check_example_input(x_small, caller)[0].dim() else 1
     models = (before, after)
     macs = tuple(count_macs(m, x_small) // per for m in models)
     eff = tuple(count_macs(m, x_small, nonzero_only=True) // per for m in models)

@@ -37,6 +37,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 from torch.nn.utils import prune as torch_prune
 from torch.utils._pytree import tree_flatten
 
+from ._validation import check_example_input
 from .prune import effective_tensor, pruned_tensor_names
 
 __all__ = ["following_batchnorms", "shrink", "UnsupportedGraphError"]
@@ -147,18 +148,6 @@ def _strip_masks(model: nn.Module) -> None:
                    for k in order]
         params = module._parameters
         module._parameters = type(params)((k, params[k]) for k in renamed if k in params)
-
-
-def _as_inputs(example_input, caller: str) -> tuple:
-    if isinstance(example_input, torch.Tensor):
-        return (example_input,)
-    if isinstance(example_input, (tuple, list)) and example_input and all(
-            isinstance(t, torch.Tensor) for t in example_input):
-        return tuple(example_input)
-    raise TypeError(
-        f"The 'example_input' parameter of {caller} must be a torch.Tensor (or a tuple of "
-        f"tensors, one per forward argument). Got {type(example_input).__name__} instead."
-    )
 
 
 def _is_layer(module) -> bool:
@@ -740,7 +729,7 @@ def shrink(model: nn.Module, example_input) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise TypeError(f"The 'model' parameter of {caller} must be a torch.nn.Module. "
                         f"Got {type(model).__name__} instead.")
-    inputs = _as_inputs(example_input, caller)
+    inputs = check_example_input(example_input, caller)
     work = _copy_model(model)
     _strip_masks(work)
     modes = {name: m.training for name, m in work.named_modules()}
