@@ -9,6 +9,11 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 JB     := $(BIN)/jupyter-book build . -W -n --keep-going
 
+# OpenMP threads that busy-wait between torch ops slow small models down by 10x or more on
+# a shared or busy machine; passive waiting costs nothing on an idle one. Kernels started
+# by the book build and by nbval inherit it.
+export OMP_WAIT_POLICY ?= PASSIVE
+
 .PHONY: book test test-unit test-notebooks bench clean venv
 
 $(STAMP): requirements.txt pyproject.toml

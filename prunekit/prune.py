@@ -464,7 +464,7 @@ def prune(model: nn.Module, sparsity, *, method: str = "l1", scope: str = "layer
             * ``"l1"``, ``"l2"``: magnitude (chapter 1);
             * ``"random"``: the baseline (option ``seed``);
             * ``"gradient"`` (``Σ|g|``), ``"taylor"`` (``|w·Σg|``), ``"fisher"`` (``w²·Σg²``):
-              chapter 2; pass ``stats=`` from :func:`prunekit.collect_gradient_stats`, or
+              chapter 2; pass ``stats=`` from :func:`prunekit.gradients.collect_gradient_stats`, or
               ``loader=`` and ``loss_fn=`` (with ``max_batches``, ``mode``, ``device``,
               ``progress``) to collect them;
             * ``"kmeans"``: whole clusters of weights (chapter 3; option ``n_clusters``);
