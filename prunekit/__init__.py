@@ -21,8 +21,28 @@ Masking sets weights to zero; it does not make a model smaller or faster by itse
 
 from . import data, models, plotting, schedules, training
 from .gradients import GRADIENT_SCORES, GRADIENT_STATISTICS, GradientStats, collect_gradient_stats
+from .kmeans import (
+    CompressionReport,
+    KMeansPruneInfo,
+    LayerCompression,
+    SharedWeights,
+    compression_report,
+    kmeans_1d,
+    kmeans_mask,
+    share_weights,
+)
 from .masks import channel_mask, gradient_mask, kernel_mask, magnitude_mask, mask_from_scores
 from .metrics import LayerSparsity, SparsityReport, sparsity, sparsity_report
+from .profile import (
+    Latency,
+    ModelComparison,
+    compare_models,
+    count_macs,
+    count_parameters,
+    measure_latency,
+    model_size_bytes,
+    sparse_storage_bits,
+)
 from .prune import (
     METHODS,
     PRUNABLE_TYPES,
@@ -35,6 +55,9 @@ from .prune import (
     register_method,
     remove,
 )
+from .sensitivity import SensitivityScan, sensitivity_scan
+from .structured import UnsupportedGraphError, shrink
+from .tp_adapter import PrunekitImportance, TinyResNet, tp_prune
 
 __version__ = "0.1.0"
 
@@ -67,6 +90,31 @@ __all__ = [
     "GradientStats",
     "GRADIENT_STATISTICS",
     "GRADIENT_SCORES",
+    # k-means: cluster pruning and weight sharing (chapter 3)
+    "kmeans_1d",
+    "kmeans_mask",
+    "KMeansPruneInfo",
+    "share_weights",
+    "SharedWeights",
+    "compression_report",
+    "CompressionReport",
+    "LayerCompression",
+    # structured pruning: physical removal, measurement, sensitivity (chapter 4)
+    "shrink",
+    "UnsupportedGraphError",
+    "sensitivity_scan",
+    "SensitivityScan",
+    "tp_prune",
+    "PrunekitImportance",
+    "TinyResNet",
+    "count_parameters",
+    "count_macs",
+    "model_size_bytes",
+    "sparse_storage_bits",
+    "measure_latency",
+    "Latency",
+    "compare_models",
+    "ModelComparison",
     # extension
     "Method",
     "register_method",

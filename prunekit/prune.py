@@ -25,6 +25,7 @@ import warnings
 from collections.abc import Iterable, Mapping
 
 import torch
+import torch.nn.utils.parametrize
 from torch import nn
 from torch._C import _disabled_torch_function_impl
 from torch.nn.utils import prune as torch_prune
@@ -529,6 +530,11 @@ def prune(model: nn.Module, sparsity, *, method: str = "l1", scope: str = "layer
     else:
         sparsity = check_sparsity(sparsity, caller)
     for name, module in layers:
+        if torch.nn.utils.parametrize.is_parametrized(module, "weight"):
+            raise ValueError(
+                f"prune cannot mask layer {name or 'model'!r}: its weight is parametrized "
+                "(e.g. by prunekit.share_weights). Prune first, then share weights."
+            )
         check_weight(effective_tensor(module, "weight"), caller, f"{name or 'model'}.weight")
     options = m.prepare(model, layers, options)
 

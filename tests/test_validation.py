@@ -405,3 +405,14 @@ def test_prunable_layers_bad_arguments():
 def test_register_method_bad_argument():
     raises(TypeError, lambda: pk.register_method("l1"), "Method", "'l1'")
     assert "l1" in pk.METHODS
+
+
+def test_prune_refuses_weight_shared_layers_before_touching_anything():
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 4))
+    pk.prune(model, 0.5)
+    pk.share_weights(model, bits=2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match="parametrized"):
+        pk.prune(model, 0.7)
+    after = model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
