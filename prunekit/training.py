@@ -148,7 +148,7 @@ def train(model: nn.Module, loader, *, epochs: int = 1, lr: float = 0.05,
                 record["test_accuracy"] = evaluate(model, test_loader, device=device)
                 model.train()
             history.append(record)
-            bar.set_postfix({k: f"{v:.3f}" for k, v in record.items() if k != "epoch"})
+            bar.set_postfix({k: f"{v:.3f}" for k, v in record.items() if k != "epoch"}, refresh=False)
             if callback is not None:
                 callback(epoch, model)
     finally:
