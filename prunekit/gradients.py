@@ -48,6 +48,7 @@ from .prune import (
     effective_tensor,
     pruned_tensor_names,
     register_method,
+    resolve_modules,
 )
 
 __all__ = [
@@ -290,41 +291,7 @@ def _resolve_layers(model: nn.Module, layers, caller: str) -> list[tuple[str, nn
                 f"{type(model).__name__} without any instead."
             )
         return chosen
-    if isinstance(layers, (str, nn.Module)):
-        layers = [layers]
-    if not isinstance(layers, Iterable):
-        raise TypeError(
-            f"The 'layers' parameter of {caller} must be None, or an iterable of modules or "
-            f"module names. Got {layers!r} instead."
-        )
-    by_name = dict(named)
-    name_of = {}
-    for n, m in named:
-        name_of.setdefault(id(m), n)
-    out, seen = [], set()
-    for item in layers:
-        if isinstance(item, str):
-            if item not in by_name:
-                raise ValueError(
-                    f"The 'layers' parameter of {caller} names {item!r}, which is not a module "
-                    "of the model (names as in model.named_modules())."
-                )
-            name, module = item, by_name[item]
-        elif isinstance(item, nn.Module):
-            if id(item) not in name_of:
-                raise ValueError(
-                    f"The 'layers' parameter of {caller} contains a {type(item).__name__} that "
-                    "is not part of the model."
-                )
-            name, module = name_of[id(item)], item
-        else:
-            raise TypeError(
-                f"The 'layers' parameter of {caller} must contain modules or module names. "
-                f"Got {item!r} instead."
-            )
-        if id(module) not in seen:
-            seen.add(id(module))
-            out.append((name, module))
+    out = resolve_modules(model, layers, caller, "layers")
     if not out:
         raise ValueError(
             f"The 'layers' parameter of {caller} must name at least one layer. "

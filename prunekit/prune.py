@@ -399,42 +399,57 @@ def _check_model(model, caller: str) -> nn.Module:
     return model
 
 
+def resolve_modules(model: nn.Module, items, caller: str, param: str) -> list[tuple[str, nn.Module]]:
+    """``(name, module)`` for modules given as objects or names (as in ``named_modules()``).
+
+    ``items`` may be one module or name, or an iterable of them; duplicates are dropped.
+    Anything that is not part of ``model`` is refused, naming ``param`` and the value.
+    """
+    if isinstance(items, (str, nn.Module)):
+        items = [items]
+    if not isinstance(items, Iterable):
+        raise TypeError(
+            f"The {param!r} parameter of {caller} must be a module, a module name, or an "
+            f"iterable of them. Got {items!r} instead."
+        )
+    named = list(model.named_modules())
+    by_name = dict(named)
+    name_of = {}
+    for n, m in named:
+        name_of.setdefault(id(m), n)
+    out, seen = [], set()
+    for item in items:
+        if isinstance(item, str):
+            if item not in by_name:
+                close = [n for n in by_name if n and (item in n or n in item)][:5]
+                hint = f" Did you mean one of {close}?" if close else ""
+                raise ValueError(
+                    f"The {param!r} parameter of {caller} names {item!r}, which is not a module "
+                    f"of the model (names as in model.named_modules()).{hint}"
+                )
+            name, module = item, by_name[item]
+        elif isinstance(item, nn.Module):
+            if id(item) not in name_of:
+                raise ValueError(
+                    f"The {param!r} parameter of {caller} contains a {type(item).__name__} "
+                    "that is not part of the model."
+                )
+            name, module = name_of[id(item)], item
+        else:
+            raise TypeError(
+                f"The {param!r} parameter of {caller} must contain modules or module names. "
+                f"Got {item!r} instead."
+            )
+        if id(module) not in seen:
+            seen.add(id(module))
+            out.append((name, module))
+    return out
+
+
 def _resolve_exclude(model: nn.Module, exclude, caller: str) -> set[int]:
     if exclude is None:
         return set()
-    if isinstance(exclude, (str, nn.Module)):
-        exclude = [exclude]
-    if not isinstance(exclude, Iterable):
-        raise TypeError(
-            f"The 'exclude' parameter of {caller} must be a module, a module name, or an "
-            f"iterable of them. Got {exclude!r} instead."
-        )
-    named = dict(model.named_modules())
-    ids = {id(m) for m in named.values()}
-    out = set()
-    for item in exclude:
-        if isinstance(item, str):
-            if item not in named:
-                close = [n for n in named if n and (item in n or n in item)][:5]
-                hint = f" Did you mean one of {close}?" if close else ""
-                raise ValueError(
-                    f"The 'exclude' parameter of {caller} names {item!r}, which is not a module "
-                    f"of the model (names as in model.named_modules()).{hint}"
-                )
-            out.add(id(named[item]))
-        elif isinstance(item, nn.Module):
-            if id(item) not in ids:
-                raise ValueError(
-                    f"The 'exclude' parameter of {caller} contains a {type(item).__name__} "
-                    "that is not part of the model."
-                )
-            out.add(id(item))
-        else:
-            raise TypeError(
-                f"The 'exclude' parameter of {caller} must contain modules or module names. "
-                f"Got {item!r} instead."
-            )
-    return out
+    return {id(m) for _, m in resolve_modules(model, exclude, caller, "exclude")}
 
 
 def prunable_layers(model: nn.Module, method: str = "l1", exclude=()) -> list[tuple[str, nn.Module]]:
