@@ -77,6 +77,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils import prune as torch_prune
 
+from ._table import format_table
 from ._validation import check_choice, check_int, check_sparsity, check_weight
 from .masks import n_to_prune
 from .prune import (
@@ -1345,16 +1346,7 @@ class CompressionReport:
         lines.append(("total", "", f"{sum(r.params for r in self.rows) + self.other_params:,}", "", "",
                       "", "", "", _fmt_bytes(self.dense_bytes), _fmt_bytes(self.compressed_bytes),
                       f"{self.ratio:.1f}x"))
-        widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
-        left = {0, 1, 7}
-
-        def fmt(cells):
-            return "  ".join(c.ljust(w) if i in left else c.rjust(w)
-                             for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
-
-        rule = "-" * len(fmt(header))
-        body = [fmt(line) for line in lines]
-        return "\n".join([fmt(header), rule, *body[:-1], rule, body[-1]])
+        return format_table(header, lines, right=set(range(len(header))) - {0, 1, 7})
 
     __repr__ = __str__
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ._table import format_table
 from .prune import PRUNABLE_TYPES, effective_tensor, pruned_tensor_names
 
 __all__ = ["sparsity", "sparsity_report", "SparsityReport", "LayerSparsity"]
@@ -96,16 +97,7 @@ class SparsityReport:
              f"{r.sparsity:.2%}", "yes" if r.masked else "no")
             for r in (*self.rows, self.total)
         ]
-        widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
-        right = {3, 4, 5}
-
-        def fmt(cells):
-            return "  ".join(c.rjust(w) if i in right else c.ljust(w)
-                             for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
-
-        rule = "-" * len(fmt(header))
-        body = [fmt(line) for line in lines]
-        return "\n".join([fmt(header), rule, *body[:-1], rule, body[-1]])
+        return format_table(header, lines, right={3, 4, 5})
 
     __repr__ = __str__
 
