@@ -16,11 +16,17 @@ Model level (in place, through ``torch.nn.utils.prune``)::
     pk.sparsity(model)          # achieved fraction of zeros
     print(pk.sparsity_report(model))
 
+Comparing methods fairly (same start, same fine-tuning budget, several seeds)::
+
+    result = pk.compare(model_fn, train_loader, test_loader, sparsities=[0.5, 0.9])
+    print(result); result.plot("compression_ratio", "accuracy")
+
 Masking sets weights to zero; it does not make a model smaller or faster by itself.
 """
 
 from . import data, models, plotting, schedules, training
 from .gradients import GRADIENT_SCORES, GRADIENT_STATISTICS, GradientStats, collect_gradient_stats
+from .compare import DEFAULT_METHODS, Comparison, compare
 from .kmeans import (
     CompressionReport,
     KMeansPruneInfo,
@@ -115,6 +121,10 @@ __all__ = [
     "Latency",
     "compare_models",
     "ModelComparison",
+    # comparing methods fairly (chapter 5)
+    "compare",
+    "Comparison",
+    "DEFAULT_METHODS",
     # extension
     "Method",
     "register_method",

@@ -1,0 +1,718 @@
+"""A fair comparison of pruning methods on your own model: :func:`compare`.
+
+Blalock et al. (2020, "What is the state of neural network pruning?") found that most
+pruning papers cannot be compared with each other: different starting models, different
+fine-tuning budgets, different metrics. :func:`compare` applies their rules to any model
+you can build with a function:
+
+* **The same starting model.** For each seed, one dense model is built and trained; every
+  method and sparsity starts from a copy of it.
+* **The same budget.** Every pruned copy gets the same fine-tuning, from the same random
+  state (same batches in the same order), so a difference between two rows is the method.
+* **Raw numbers.** Accuracy of the dense model, of the pruned model before fine-tuning and
+  after it; requested and achieved sparsity; compression ratio and theoretical speed-up
+  (ShrinkBench's definitions); the storage a sparse format really needs; and, where the
+  method removed structure, the measured CPU latency.
+* **Seeds.** One row per method x sparsity x seed; :meth:`Comparison.summary` gives mean
+  and standard deviation over seeds, :meth:`Comparison.plot` draws them with error bands.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import math
+import numbers
+import statistics
+import sys
+import time
+import warnings
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from . import training
+from ._table import format_table
+from ._validation import check_choice, check_int, check_sparsity
+from .gradients import GRADIENT_SCORES, _STATISTIC_OF, collect_gradient_stats
+from .metrics import sparsity as achieved_sparsity
+from .profile import count_macs, count_parameters, sparse_storage_bits
+from .prune import METHODS, PRUNABLE_TYPES, SCOPES, effective_tensor, prunable_layers, prune
+from .structured import UnsupportedGraphError, shrink
+
+__all__ = ["compare", "Comparison", "DEFAULT_METHODS"]
+
+#: What :func:`compare` runs when ``methods`` is not given (those that apply to the model).
+DEFAULT_METHODS = (
+    "random",
+    "l1",
+    {"method": "l1", "scope": "global"},
+    "l2",
+    "gradient",
+    "taylor",
+    "kmeans",
+    "kernel",
+    "channel",
+)
+
+#: Numeric columns of a row, in the order :meth:`Comparison.summary` reports them.
+METRICS = (
+    "achieved_sparsity", "dense_accuracy", "pruned_accuracy", "accuracy", "params",
+    "dense_params", "compression_ratio", "storage_ratio", "macs", "dense_macs",
+    "theoretical_speedup", "dense_speedup", "latency_ms", "dense_latency_ms",
+    "measured_speedup", "seconds",
+)
+
+_CALLER = "compare"
+
+
+@dataclass(frozen=True)
+class _Spec:
+    label: str
+    method: str
+    scope: str
+    options: dict
+
+
+def _label(method: str, scope: str, options: dict) -> str:
+    extra = [scope] if scope != "layer" else []
+    extra += [f"{k}={v}" for k, v in options.items() if k not in ("stats", "loader", "loss_fn", "info")]
+    return method + (f" ({', '.join(extra)})" if extra else "")
+
+
+def _parse_methods(methods, probe: nn.Module, exclude, explicit: bool) -> list[_Spec]:
+    if isinstance(methods, (str, Mapping)) or not isinstance(methods, Sequence):
+        raise TypeError(
+            f"The 'methods' parameter of {_CALLER} must be a list of method names or dicts "
+            f"such as {{'method': 'l1', 'scope': 'global'}}. Got {methods!r} instead.")
+    if not methods:
+        raise ValueError(f"The 'methods' parameter of {_CALLER} must not be empty.")
+    specs = []
+    for i, item in enumerate(methods):
+        where = f"methods[{i}]"
+        if isinstance(item, str):
+            item = {"method": item}
+        if not isinstance(item, Mapping) or "method" not in item:
+            raise TypeError(
+                f"The {where!r} parameter of {_CALLER} must be a method name or a dict with a "
+                f"'method' key. Got {item!r} instead.")
+        item = dict(item)
+        name = check_choice(item.pop("method"), METHODS, _CALLER, f"{where}['method']")
+        scope = check_choice(item.pop("scope", "layer"), SCOPES, _CALLER, f"{where}['scope']")
+        label = item.pop("label", None)
+        known = set(METHODS[name].options)
+        unknown = sorted(set(item) - known)
+        if unknown:
+            raise ValueError(
+                f"The {where!r} parameter of {_CALLER} has option(s) {unknown} that method "
+                f"{name!r} does not take; it takes {sorted(known) or 'none'}.")
+        if label is None:
+            label = _label(name, scope, item)
+        elif not isinstance(label, str) or not label:
+            raise TypeError(f"The {where + '[label]'!r} parameter of {_CALLER} must be a "
+                            f"non-empty string. Got {label!r} instead.")
+        if not prunable_layers(probe, name, exclude):
+            if explicit:
+                raise ValueError(
+                    f"The {where!r} parameter of {_CALLER} asks for method {name!r}, which "
+                    f"finds no layer to prune in {type(probe).__name__} (excluded: "
+                    f"{sorted(exclude) if exclude else 'none'}).")
+            continue  # a default method that does not apply (e.g. "kernel" on an MLP)
+        specs.append(_Spec(label, name, scope, item))
+    labels = [s.label for s in specs]
+    dupes = sorted({x for x in labels if labels.count(x) > 1})
+    if dupes:
+        raise ValueError(f"The 'methods' parameter of {_CALLER} gives the same label to several "
+                         f"methods: {dupes}. Add a 'label' key to tell them apart.")
+    return specs
+
+
+def _check_values(values, name: str, check) -> list:
+    """A non-empty list (numpy arrays and tensors too) of distinct valid values."""
+    if isinstance(values, torch.Tensor) or type(values).__module__ == "numpy":
+        values = values.tolist()
+    if isinstance(values, (str, bytes, Mapping)) or not isinstance(values, Iterable):
+        raise TypeError(f"The {name!r} parameter of {_CALLER} must be a non-empty list. "
+                        f"Got {values!r} instead.")
+    values = list(values)
+    if not values:
+        raise ValueError(f"The {name!r} parameter of {_CALLER} must be a non-empty list. "
+                         f"Got [] instead.")
+    out = [check(v, _CALLER, f"{name}[{i}]") for i, v in enumerate(values)]
+    if len(set(out)) != len(out):
+        raise ValueError(f"The {name!r} parameter of {_CALLER} has repeated values: {values!r}.")
+    return out
+
+
+def _check_step(value, name: str, function: Callable):
+    """``value`` is a dict of keyword arguments of ``function`` or a callable(model)."""
+    if callable(value):
+        return value
+    if not isinstance(value, Mapping):
+        raise TypeError(f"The {name!r} parameter of {_CALLER} must be a dict of options of "
+                        f"prunekit.training.{function.__name__} or a callable(model). "
+                        f"Got {value!r} instead.")
+    allowed = set(inspect.signature(function).parameters) - {"model", "loader", "kwargs"}
+    allowed |= set(inspect.signature(training.train).parameters) - {"model", "loader"}
+    unknown = sorted(set(value) - allowed)
+    if unknown:
+        raise ValueError(f"The {name!r} parameter of {_CALLER} has option(s) {unknown} that "
+                         f"prunekit.training.{function.__name__} does not take.")
+    return dict(value)
+
+
+def _first_batch(loader, name: str) -> torch.Tensor:
+    try:
+        batch = next(iter(loader))
+    except StopIteration:
+        raise ValueError(f"The {name!r} parameter of {_CALLER} yielded no batches.") from None
+    except TypeError:
+        raise TypeError(f"The {name!r} parameter of {_CALLER} must be an iterable of "
+                        f"(inputs, targets) batches. Got {loader!r} instead.") from None
+    x = batch[0] if isinstance(batch, (tuple, list)) else None
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"The {name!r} parameter of {_CALLER} must yield (inputs, targets) with "
+                        f"a tensor of inputs. Got a batch of type {type(batch).__name__} instead.")
+    return x
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
+def _build(model_fn, seed: int) -> nn.Module:
+    training.seed_everything(seed)
+    model = model_fn()
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"The 'model_fn' parameter of {_CALLER} must return a torch.nn.Module. "
+                        f"Got {type(model).__name__} instead.")
+    return model
+
+
+def _run_step(step, model: nn.Module, loader, fine: bool) -> None:
+    if callable(step):
+        step(model)
+    elif fine:
+        training.fine_tune(model, loader, **{"progress": False, **step})
+    else:
+        training.train(model, loader, **{"progress": False, **step})
+
+
+def _deployable(model: nn.Module, example: torch.Tensor, use_shrink: bool):
+    """The smallest dense model equal to ``model`` (``shrink``), or ``model`` if not possible."""
+    if not use_shrink:
+        return model, False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return shrink(model, example).eval(), True
+    except UnsupportedGraphError:
+        return model, False
+
+
+def _stored_bits(model: nn.Module, fmt: str) -> int:
+    """Bits of all parameters at 32 bits per value: each Linear/Conv weight in the smaller of
+    a dense tensor and the sparse format ``fmt``, every other parameter dense."""
+    total, weights = 0, 0
+    for module in model.modules():
+        if isinstance(module, PRUNABLE_TYPES):
+            w = effective_tensor(module, "weight").detach()
+            weights += w.numel()
+            dense = sparse_storage_bits(w, "dense")
+            total += dense if fmt == "dense" else min(dense, sparse_storage_bits(w, fmt))
+    return total + 32 * (count_parameters(model) - weights)
+
+
+def _storage_format(method: str) -> str:
+    granularity = METHODS[method].granularity
+    return {"channel": "dense", "kernel": "kernel"}.get(granularity, "fine")
+
+
+def compare(model_fn: Callable[[], nn.Module], train_loader, test_loader, *,
+            methods=None, sparsities=(0.5, 0.75, 0.9, 0.95, 0.98), seeds=(0, 1, 2),
+            train=None, fine_tune=None, evaluate=None, loss_fn=None,
+            exclude="classifier", gradient_batches: int | None = None,
+            use_shrink: bool = True, latency: bool = True, latency_batch: int = 32,
+            latency_repeats: int = 20, threads: int | None = None,
+            progress: bool = True) -> Comparison:
+    """Compare pruning methods fairly on one model: same start, same budget, many seeds.
+
+    For each seed: seed every RNG, build ``model_fn()``, train it (``train``), evaluate it.
+    Then for each method and sparsity: copy that dense model, seed every RNG again, prune
+    the copy (:func:`prunekit.prune`), evaluate it, fine-tune it (``fine_tune``, the same
+    budget for every method), evaluate it again, and measure it. A row therefore depends
+    only on (seed, method, sparsity), not on which other methods ran.
+
+    Measured per row (see :class:`Comparison` for the columns): achieved sparsity;
+    accuracy before and after fine-tuning; the **compression ratio** (all parameters of the
+    dense model / non-zero parameters of the pruned one) and **theoretical speed-up** (MACs
+    of the dense model / MACs by non-zero weights), both as ShrinkBench defines them; the
+    **storage ratio** of a real format (32-bit values plus absolute indices: one per
+    non-zero weight, one per kept kernel for ``"kernel"``, none for a shrunk dense model;
+    each weight stored in whichever of that and a dense tensor is smaller);
+    the **dense speed-up** (MACs that a dense implementation still computes); and, where
+    pruning removed structure that :func:`prunekit.shrink` can cut out (channels; also
+    neurons that unstructured pruning killed entirely), the median CPU latency of the
+    shrunk model against the dense one. Masking alone never makes a model faster: rows
+    without removed structure have no latency.
+
+    Args:
+        model_fn: ``model_fn()`` returns a new model (called after seeding, so its
+            initialisation follows the seed). To compare on a model you already trained,
+            return a copy of it and pass ``train={"epochs": 0}``.
+        train_loader: ``(inputs, targets)`` batches for training, fine-tuning and the
+            gradient statistics of ``"gradient"``/``"taylor"``/``"fisher"``.
+        test_loader: batches for evaluation; its first batch also fixes the example input
+            (MACs, :func:`prunekit.shrink`) and the latency batch.
+        methods: a list of method names (``prunekit.METHODS``) or dicts such as
+            ``{"method": "l1", "scope": "global", "label": "l1 global"}`` (other keys
+            are the method's options). Default: :data:`DEFAULT_METHODS` that apply to the
+            model (``"kernel"`` needs ``Conv2d`` layers). ``"random"`` gets the run's
+            seed unless you give one; gradient methods get statistics collected once per
+            seed on the dense model (``gradient_batches`` batches of ``train_loader``).
+        sparsities: the requested sparsities, each in [0, 1] (a list or an array). What a sparsity counts
+            depends on the method (weights, kernels, channels: see
+            :func:`prunekit.prune`), which is why results are best read against the
+            achieved compression, not the request.
+        seeds: one dense model per seed; report mean ± std over them.
+        train: options of :func:`prunekit.training.train` for the dense model (default
+            ``{"epochs": 5}``), or a callable ``train(model)`` that trains in place.
+        fine_tune: options of :func:`prunekit.training.fine_tune` (default
+            ``{"epochs": 1}``), or a callable ``fine_tune(model)``. ``{"epochs": 0}``
+            skips fine-tuning.
+        evaluate: ``evaluate(model) -> float`` (higher is better); default top-1
+            accuracy on ``test_loader`` (:func:`prunekit.training.evaluate`).
+        loss_fn: loss for the gradient statistics; default ``nn.CrossEntropyLoss()``.
+        exclude: layers every method leaves dense (names as in ``model.named_modules()``,
+            or modules). The default ``"classifier"`` excludes the last ``nn.Linear`` /
+            ``nn.Conv*`` layer in ``named_modules()`` order (the output layer of most
+            models; name yours if it is registered earlier), as ShrinkBench does: pruning
+            it silences whole classes. ``()`` prunes every layer.
+        gradient_batches: batches for the gradient statistics (``None``: all).
+        use_shrink: rebuild each pruned model without its dead channels/neurons
+            (:func:`prunekit.shrink`) before counting and timing; models it cannot
+            rebuild (residual networks) are measured as masked.
+        latency: measure latency where structure was removed.
+        latency_batch: batch size of the latency measurement (taken from the first test
+            batch).
+        latency_repeats: timed calls per latency measurement (median reported).
+        threads: torch threads for the latency measurement (default: current setting).
+        progress: show a progress bar (one step per trained or fine-tuned model).
+
+    Returns:
+        A :class:`Comparison`: ``print`` it, call ``.summary()``, ``.plot()``,
+        ``.best_within()`` or ``.to_pandas()``, or read ``.rows``.
+
+    Raises:
+        TypeError, ValueError: for a bad argument, before anything is trained.
+
+    Examples:
+        >>> import torch, prunekit as pk
+        >>> train, test = pk.data.loaders("digits")
+        >>> result = pk.compare(lambda: pk.models.MLP(hidden=(32,)), train, test,
+        ...                     methods=["random", "l1"], sparsities=[0.5, 0.9], seeds=[0],
+        ...                     train={"epochs": 2}, fine_tune={"epochs": 1}, progress=False)
+        >>> len(result.rows), sorted(result.rows[0])[:4]
+        (4, ['accuracy', 'achieved_sparsity', 'compression_ratio', 'dense_accuracy'])
+        >>> best = result.best_within(tolerance=0.05)
+        >>> best["l1"]["sparsity"] >= best["random"]["sparsity"]
+        True
+    """
+    if not callable(model_fn):
+        raise TypeError(f"The 'model_fn' parameter of {_CALLER} must be a callable that returns "
+                        f"a new model. Got {model_fn!r} instead.")
+    sparsities = _check_values(sparsities, "sparsities", check_sparsity)
+    seeds = _check_values(seeds, "seeds", lambda v, c, n: check_int(v, c, n, minimum=0))
+    train = _check_step({"epochs": 5} if train is None else train, "train", training.train)
+    fine_tune = _check_step({"epochs": 1} if fine_tune is None else fine_tune, "fine_tune",
+                            training.fine_tune)
+    if evaluate is not None and not callable(evaluate):
+        raise TypeError(f"The 'evaluate' parameter of {_CALLER} must be a callable(model) -> "
+                        f"float. Got {evaluate!r} instead.")
+    if loss_fn is not None and not callable(loss_fn):
+        raise TypeError(f"The 'loss_fn' parameter of {_CALLER} must be callable. "
+                        f"Got {loss_fn!r} instead.")
+    if gradient_batches is not None:
+        check_int(gradient_batches, _CALLER, "gradient_batches", minimum=1)
+    latency_batch = check_int(latency_batch, _CALLER, "latency_batch", minimum=1)
+    latency_repeats = check_int(latency_repeats, _CALLER, "latency_repeats", minimum=1)
+    if threads is not None:
+        check_int(threads, _CALLER, "threads", minimum=1)
+    for name, flag in (("use_shrink", use_shrink), ("latency", latency), ("progress", progress)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"The {name!r} parameter of {_CALLER} must be True or False. "
+                            f"Got {flag!r} instead.")
+    _first_batch(train_loader, "train_loader")
+    x_test = _first_batch(test_loader, "test_loader")
+    loss_fn = loss_fn or nn.CrossEntropyLoss()
+    score = evaluate or (lambda m: training.evaluate(m, test_loader))
+
+    probe = _build(model_fn, seeds[0])  # to check methods and exclude before any training
+    layers = prunable_layers(probe)
+    if isinstance(exclude, str) and exclude == "classifier":
+        if not layers:
+            raise ValueError(f"{_CALLER} found no nn.Linear/nn.Conv* layer in "
+                             f"{type(probe).__name__}: nothing to prune.")
+        exclude = [layers[-1][0]]
+    elif isinstance(exclude, str) or not isinstance(exclude, (Sequence, set, frozenset)):
+        raise TypeError(f"The 'exclude' parameter of {_CALLER} must be 'classifier' or a list of "
+                        f"layer names or modules. Got {exclude!r} instead.")
+    else:
+        names = {id(m): n for n, m in probe.named_modules()}
+        exclude = [names.get(id(e), e) if isinstance(e, nn.Module) else e for e in exclude]
+        known = {n for n, _ in probe.named_modules()}
+        missing = [e for e in exclude if not isinstance(e, str) or e not in known]
+        if missing:
+            raise ValueError(f"The 'exclude' parameter of {_CALLER} names {missing}, which are "
+                             f"not modules of the model (modules are named as in "
+                             f"model.named_modules(); a module object must come from a model "
+                             f"model_fn returns, which is a new object each time: use names).")
+    specs = _parse_methods(DEFAULT_METHODS if methods is None else methods, probe, exclude,
+                           explicit=methods is not None)
+    if not specs:
+        raise ValueError(f"None of the default methods finds a layer to prune in "
+                         f"{type(probe).__name__} with exclude={exclude!r}.")
+    del probe
+
+    settings = {
+        "methods": [s.label for s in specs], "sparsities": sparsities, "seeds": seeds,
+        "train": train if not callable(train) else getattr(train, "__name__", "callable"),
+        "fine_tune": (fine_tune if not callable(fine_tune)
+                      else getattr(fine_tune, "__name__", "callable")),
+        "exclude": exclude, "latency_batch": latency_batch, "threads": threads,
+        "use_shrink": use_shrink,
+    }
+    rows, dense_rows = [], []
+    bar = tqdm(total=len(seeds) * (1 + len(specs) * len(sparsities)), desc=_CALLER,
+               disable=not progress, file=sys.stdout, ncols=90, mininterval=2.0)
+    try:
+        for seed in seeds:
+            bar.set_postfix_str(f"seed {seed}: dense", refresh=False)
+            dense = _build(model_fn, seed)
+            device = _device(dense)
+            example = x_test[:1].to(device)
+            x_lat = x_test[:latency_batch].to(device)
+            _run_step(train, dense, train_loader, fine=False)
+            dense.eval()
+            dense_acc = float(score(dense))
+            dense_params = count_parameters(dense)
+            dense_macs = count_macs(dense, example)
+            dense_bits = 32 * dense_params
+            dense_rows.append({"seed": seed, "accuracy": dense_acc, "params": dense_params,
+                               "macs": dense_macs})
+            bar.update(1)
+            stats = None
+            needed = sorted({_STATISTIC_OF[s.method] for s in specs
+                             if s.method in GRADIENT_SCORES and "stats" not in s.options
+                             and "loader" not in s.options})
+            if needed:
+                stats = collect_gradient_stats(dense, train_loader, loss_fn, statistics=needed,
+                                               max_batches=gradient_batches)
+            for spec in specs:
+                options = dict(spec.options)
+                if spec.method == "random":
+                    options.setdefault("seed", seed)
+                if spec.method in GRADIENT_SCORES and "stats" not in options and "loader" not in options:
+                    options["stats"] = stats
+                for s in sparsities:
+                    bar.set_postfix_str(f"seed {seed}: {spec.label} @ {s:g}", refresh=False)
+                    start = time.perf_counter()
+                    model = copy.deepcopy(dense)
+                    training.seed_everything(seed)
+                    prune(model, s, method=spec.method, scope=spec.scope, exclude=exclude, **options)
+                    model.eval()
+                    pruned_acc = float(score(model))
+                    training.seed_everything(seed)  # the same batches for every row of a seed,
+                    _run_step(fine_tune, model, train_loader, fine=True)  # whatever prune drew
+                    model.eval()
+                    acc = float(score(model))
+                    seconds = time.perf_counter() - start
+                    row = {"method": spec.label, "sparsity": s, "seed": seed,
+                           "achieved_sparsity": achieved_sparsity(model),
+                           "dense_accuracy": dense_acc, "pruned_accuracy": pruned_acc,
+                           "accuracy": acc}
+                    row.update(_measure(model, spec.method, example, x_lat, dense, dense_params,
+                                        dense_macs, dense_bits, use_shrink, latency,
+                                        latency_repeats, threads))
+                    row["seconds"] = seconds
+                    rows.append(row)
+                    bar.update(1)
+    finally:
+        bar.close()
+    return Comparison(rows=rows, dense=dense_rows, settings=settings)
+
+
+def _measure(model, method, example, x_lat, dense, dense_params, dense_macs, dense_bits,
+             use_shrink, latency, repeats, threads) -> dict:
+    deployed, shrunk = _deployable(model, example, use_shrink)
+    params = count_parameters(deployed, nonzero_only=True)
+    macs_nz = count_macs(deployed, example, nonzero_only=True)
+    macs = count_macs(deployed, example)
+    fmt = _storage_format(method)  # how this method's weights would be stored
+    if fmt == "dense" and not shrunk:
+        fmt = "fine"  # channels that could not be cut out are stored as sparse weights
+    bits = _stored_bits(deployed, fmt)
+    out = {
+        "params": params, "dense_params": dense_params,
+        "compression_ratio": dense_params / params if params else math.inf,
+        "storage_ratio": dense_bits / bits if bits else math.inf,
+        "macs": macs_nz, "dense_macs": dense_macs,
+        "theoretical_speedup": dense_macs / macs_nz if macs_nz else math.inf,
+        "dense_speedup": dense_macs / macs if macs else math.inf,
+        "latency_ms": None, "dense_latency_ms": None, "measured_speedup": None,
+        "shrunk": shrunk,
+    }
+    if latency and shrunk and macs < dense_macs:
+        before, after = _paired_latency(dense, deployed, x_lat, repeats, threads)
+        out.update(latency_ms=after, dense_latency_ms=before, measured_speedup=before / after)
+    return out
+
+
+def _paired_latency(a: nn.Module, b: nn.Module, x: torch.Tensor, repeats: int, threads) -> tuple:
+    """Median latency (ms) of ``a`` and ``b``, timed alternately so drift hits both alike."""
+    sync = torch.cuda.synchronize if x.device.type == "cuda" else (lambda: None)
+    previous = torch.get_num_threads()
+    times = ([], [])
+    try:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        with torch.inference_mode():
+            for model in (a, b, a, b):  # warm-up
+                model(x)
+            sync()
+            for _ in range(repeats):
+                for model, bucket in zip((a, b), times):
+                    start = time.perf_counter()
+                    model(x)
+                    sync()
+                    bucket.append((time.perf_counter() - start) * 1e3)
+    finally:
+        torch.set_num_threads(previous)
+    return statistics.median(times[0]), statistics.median(times[1])
+
+
+def _mean_std(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
+    mean = sum(values) / len(values)
+    if len(values) < 2 or any(math.isinf(v) for v in values):
+        return mean, 0.0 if len(values) < 2 else math.nan
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+@dataclass
+class Comparison:
+    """The result of :func:`compare`: one row per method x sparsity x seed.
+
+    Columns of ``rows`` (dicts):
+
+    * ``method`` (label), ``sparsity`` (requested), ``seed``;
+    * ``achieved_sparsity``: fraction of zeros among all Linear/Conv weights (before any
+      :func:`prunekit.shrink`, so comparable with the request);
+    * ``dense_accuracy``, ``pruned_accuracy`` (before fine-tuning), ``accuracy`` (after);
+    * ``params`` (non-zero parameters of the deployed model: shrunk where possible),
+      ``dense_params``, ``compression_ratio = dense_params / params``;
+    * ``storage_ratio``: bits of the dense model over bits of the pruned one, 32 bits per
+      value: each Linear/Conv weight in the smaller of a dense tensor and the method's
+      sparse format (values plus absolute indices, :func:`prunekit.sparse_storage_bits`:
+      one index per non-zero weight, one per kept kernel for ``"kernel"``, none for a
+      shrunk model), biases and BatchNorm parameters dense. Indices (and zeros stored
+      inside kept kernels) are why it is never above ``compression_ratio``;
+    * ``macs`` (MACs per sample by non-zero weights), ``dense_macs``,
+      ``theoretical_speedup = dense_macs / macs`` (needs sparse kernels to be real),
+      ``dense_speedup`` (dense MACs over the MACs a dense implementation of the deployed
+      model computes: above 1 only where structure was removed);
+    * ``latency_ms``, ``dense_latency_ms``, ``measured_speedup``: median latency (ms) of the
+      deployed and the dense model at the latency batch, timed alternately in eval mode
+      under ``torch.inference_mode()``, only where structure was removed, else ``None``;
+    * ``shrunk`` (whether :func:`prunekit.shrink` rebuilt the model), ``seconds``.
+
+    ``dense`` holds one dict per seed (``seed``, ``accuracy``, ``params``, ``macs``),
+    ``settings`` what was run.
+    """
+
+    rows: list
+    dense: list
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def methods(self) -> list:
+        """Method labels, in the order they ran."""
+        return list(dict.fromkeys(r["method"] for r in self.rows))
+
+    @property
+    def dense_accuracy(self) -> tuple:
+        """Mean and standard deviation of the dense models' accuracy over seeds."""
+        return _mean_std([d["accuracy"] for d in self.dense])
+
+    def summary(self) -> list:
+        """Mean and standard deviation over seeds, one dict per method x sparsity.
+
+        Keys: ``method``, ``sparsity``, ``n`` (seeds), and ``<metric>_mean`` /
+        ``<metric>_std`` for every numeric column (``None`` where it was not measured).
+        """
+        groups = defaultdict(list)
+        for r in self.rows:
+            groups[(r["method"], r["sparsity"])].append(r)
+        order = {m: i for i, m in enumerate(self.methods)}
+        out = []
+        for (method, s), rows in sorted(groups.items(), key=lambda kv: (order[kv[0][0]], kv[0][1])):
+            item = {"method": method, "sparsity": s, "n": len(rows)}
+            for metric in METRICS:
+                item[f"{metric}_mean"], item[f"{metric}_std"] = _mean_std([r[metric] for r in rows])
+            out.append(item)
+        return out
+
+    def best_within(self, tolerance: float = 0.01, x: str = "compression_ratio") -> dict:
+        """Per method, the summary point with the largest mean ``x`` whose mean accuracy
+        (after fine-tuning) is at least the mean dense accuracy minus ``tolerance``.
+
+        Returns ``{method: summary dict or None}`` (``None``: no sparsity met the
+        tolerance). Answers "how far can each method go for at most a 1-point loss?".
+        """
+        if isinstance(tolerance, bool) or not isinstance(tolerance, numbers.Real) or tolerance < 0:
+            raise ValueError(f"The 'tolerance' parameter of best_within must be a non-negative "
+                             f"number. Got {tolerance!r} instead.")
+        check_choice(x, METRICS, "best_within", "x")
+        floor = self.dense_accuracy[0] - tolerance
+        best = {m: None for m in self.methods}
+        for item in self.summary():
+            value = item[f"{x}_mean"]
+            if value is None or item["accuracy_mean"] < floor:
+                continue
+            current = best[item["method"]]
+            if current is None or value > current[f"{x}_mean"]:
+                best[item["method"]] = item
+        return best
+
+    def to_pandas(self):
+        """The rows as a ``pandas.DataFrame`` (needs pandas)."""
+        try:
+            import pandas as pd
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ImportError("Comparison.to_pandas needs pandas: pip install pandas "
+                              "(or use .rows, a list of dicts).") from exc
+        return pd.DataFrame(self.rows)
+
+    def plot(self, x: str = "compression_ratio", y: str = "accuracy", *, ax=None,
+             logx: bool | None = None, methods=None, title=None, styles=None):
+        """Mean ``y`` against mean ``x`` per method (one point per sparsity), ±1 std band.
+
+        Args:
+            x: a numeric column, e.g. ``"compression_ratio"``, ``"theoretical_speedup"``,
+                ``"dense_speedup"``, ``"measured_speedup"``, ``"achieved_sparsity"``.
+            y: a numeric column, e.g. ``"accuracy"`` or ``"pruned_accuracy"``.
+            ax: matplotlib axes (a new figure if ``None``).
+            logx: logarithmic x axis; default: yes for ratios and speed-ups.
+            methods: labels to draw (default all).
+            title: axes title.
+            styles: ``{label: dict(color=..., linestyle=...)}``, over ``prunekit.compare.STYLES`` (a
+                fixed colour per default method, so figures of different models agree).
+
+        Returns:
+            The axes. The dense models' mean accuracy is a dotted line when ``y`` is an
+            accuracy.
+        """
+        import matplotlib.pyplot as plt
+
+        check_choice(x, METRICS, "plot", "x")
+        check_choice(y, METRICS, "plot", "y")
+        if ax is None:
+            _, ax = plt.subplots(figsize=(6.5, 4.2))
+        wanted = self.methods if methods is None else list(methods)
+        unknown = [m for m in wanted if m not in self.methods]
+        if unknown:
+            raise ValueError(f"The 'methods' parameter of plot names {unknown}, which are not in "
+                             f"this comparison ({self.methods}).")
+        by_method = defaultdict(list)
+        for item in self.summary():
+            if item[f"{x}_mean"] is not None and item[f"{y}_mean"] is not None:
+                by_method[item["method"]].append(item)
+        for method in wanted:
+            points = sorted(by_method.get(method, []), key=lambda it: it[f"{x}_mean"])
+            if not points:
+                continue
+            xs = [p[f"{x}_mean"] for p in points]
+            mean = [p[f"{y}_mean"] for p in points]
+            std = [p[f"{y}_std"] or 0.0 for p in points]
+            style = {**STYLES.get(method, {}), **(styles or {}).get(method, {})}
+            line, = ax.plot(xs, mean, marker="o", markersize=3, label=method, **style)
+            ax.fill_between(xs, [m - s for m, s in zip(mean, std)],
+                            [m + s for m, s in zip(mean, std)], color=line.get_color(),
+                            alpha=0.15, linewidth=0)
+        if "accuracy" in y:
+            ax.axhline(self.dense_accuracy[0], color="black", linestyle=":", linewidth=1,
+                       label="dense")
+        if logx if logx is not None else x.endswith(("ratio", "speedup")):
+            from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+            ax.set_xscale("log")
+            ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel(_AXIS_LABELS.get(x, x))
+        ax.set_ylabel(_AXIS_LABELS.get(y, y))
+        if title:
+            ax.set_title(title)
+        ax.legend(fontsize="small", ncol=2)
+        ax.grid(alpha=0.3, which="both")
+        return ax
+
+    def __str__(self) -> str:
+        def pm(item, key, fmt):
+            mean, std = item[f"{key}_mean"], item[f"{key}_std"]
+            if mean is None:
+                return "-"
+            return fmt(mean) + ("" if not std or math.isnan(std) else " ± " + fmt(std))
+
+        header = ("method", "sparsity", "achieved", "compression", "storage", "theor. x",
+                  "dense x", "measured x", "acc. pruned", "acc. fine-tuned")
+        lines = []
+        for it in self.summary():
+            lines.append((
+                it["method"], f"{it['sparsity']:.0%}", f"{it['achieved_sparsity_mean']:.1%}",
+                f"{it['compression_ratio_mean']:.1f}x", f"{it['storage_ratio_mean']:.2f}x",
+                f"{it['theoretical_speedup_mean']:.1f}x", f"{it['dense_speedup_mean']:.2f}x",
+                pm(it, "measured_speedup", lambda v: f"{v:.2f}x"),
+                pm(it, "pruned_accuracy", lambda v: f"{v:.2%}"),
+                pm(it, "accuracy", lambda v: f"{v:.2%}"),
+            ))
+        mean, std = self.dense_accuracy
+        lines.append((f"dense ({len(self.dense)} seeds)", "0%", "", "1.0x", "1.00x", "1.0x",
+                      "1.00x", "", "", f"{mean:.2%} ± {std:.2%}"))
+        return format_table(header, lines, right=frozenset(range(1, len(header))))
+
+    __repr__ = __str__
+
+
+#: Line styles of the default methods' labels in :meth:`Comparison.plot` (same colour for the
+#: same method in every figure; ``l2`` dashed, since it coincides with ``l1`` for weights).
+STYLES = {
+    "random": {"color": "tab:gray"},
+    "l1": {"color": "tab:blue"},
+    "l1 (global)": {"color": "tab:green"},
+    "l2": {"color": "tab:orange", "linestyle": "--"},
+    "l2 (global)": {"color": "tab:olive", "linestyle": "--"},
+    "gradient": {"color": "tab:purple"},
+    "taylor": {"color": "tab:brown"},
+    "fisher": {"color": "tab:cyan"},
+    "kmeans": {"color": "tab:pink"},
+    "kernel": {"color": "goldenrod"},
+    "channel": {"color": "tab:red"},
+}
+
+_AXIS_LABELS = {
+    "compression_ratio": "compression ratio (dense / non-zero parameters)",
+    "storage_ratio": "storage ratio (dense bits / sparse-format bits)",
+    "theoretical_speedup": "theoretical speed-up (dense MACs / non-zero MACs)",
+    "dense_speedup": "dense speed-up (MACs removed from the dense computation)",
+    "measured_speedup": "measured speed-up (latency dense / shrunk)",
+    "achieved_sparsity": "achieved sparsity",
+    "accuracy": "test accuracy after fine-tuning",
+    "pruned_accuracy": "test accuracy before fine-tuning",
+}
