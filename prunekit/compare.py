@@ -683,8 +683,9 @@ class Comparison:
                 pm(it, "accuracy", lambda v: f"{v:.2%}"),
             ))
         mean, std = self.dense_accuracy
-        lines.append((f"dense ({len(self.dense)} seeds)", "0%", "", "1.0x", "1.00x", "1.0x",
-                      "1.00x", "", "", f"{mean:.2%} ± {std:.2%}"))
+        n = len(self.dense)
+        lines.append((f"dense ({n} seed{'s' if n != 1 else ''})", "0%", "", "1.0x", "1.00x",
+                      "1.0x", "1.00x", "", "", f"{mean:.2%}" + (f" ± {std:.2%}" if n > 1 else "")))
         return format_table(header, lines, right=frozenset(range(1, len(header))))
 
     __repr__ = __str__

@@ -16,14 +16,7 @@ from torch.nn.utils import prune as torch_prune
 import prunekit as pk
 from prunekit.structured import following_batchnorms
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tests check correctness on tiny tensors: one thread avoids thread spin-waits on a
-    busy machine (10x slower with 2 threads here). The previous setting is restored."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 HAS_TP = importlib.util.find_spec("torch_pruning") is not None
