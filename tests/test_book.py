@@ -61,3 +61,12 @@ def test_setup_cell_installs_the_current_package():
     assert f"git+{url}@{branch}" in src and "google.colab" in src
     nb = nbformat.read(NOTEBOOKS[0], as_version=4)
     assert any("import prunekit as pk" in c.source for c in nb.cells if c.cell_type == "code")
+
+
+def test_comparison_chapter_is_committed_with_its_quick_setting():
+    """Chapter 5's text says the book runs QUICK = True; the full sweep takes far longer
+    than the test command's budget. A committed QUICK = False would break both."""
+    nb = nbformat.read(ROOT / "notebooks" / "05_comparison.ipynb", as_version=4)
+    settings = [c.source for c in nb.cells if c.cell_type == "code" and "QUICK =" in c.source]
+    assert len(settings) == 1
+    assert settings[0].startswith("QUICK = True")
