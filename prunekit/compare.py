@@ -41,7 +41,8 @@ from ._validation import check_choice, check_int, check_sparsity
 from .gradients import GRADIENT_SCORES, _STATISTIC_OF, collect_gradient_stats
 from .metrics import sparsity as achieved_sparsity
 from .profile import count_macs, count_parameters, sparse_storage_bits
-from .prune import METHODS, PRUNABLE_TYPES, SCOPES, effective_tensor, prunable_layers, prune
+from .prune import (METHODS, PRUNABLE_TYPES, SCOPES, effective_tensor, prunable_layers, prune,
+                    resolve_modules)
 from .structured import UnsupportedGraphError, shrink
 
 __all__ = ["compare", "Comparison", "DEFAULT_METHODS"]
@@ -358,19 +359,11 @@ def compare(model_fn: Callable[[], nn.Module], train_loader, test_loader, *,
             raise ValueError(f"{_CALLER} found no nn.Linear/nn.Conv* layer in "
                              f"{type(probe).__name__}: nothing to prune.")
         exclude = [layers[-1][0]]
-    elif isinstance(exclude, str) or not isinstance(exclude, (Sequence, set, frozenset)):
+    elif isinstance(exclude, str):
         raise TypeError(f"The 'exclude' parameter of {_CALLER} must be 'classifier' or a list of "
                         f"layer names or modules. Got {exclude!r} instead.")
-    else:
-        names = {id(m): n for n, m in probe.named_modules()}
-        exclude = [names.get(id(e), e) if isinstance(e, nn.Module) else e for e in exclude]
-        known = {n for n, _ in probe.named_modules()}
-        missing = [e for e in exclude if not isinstance(e, str) or e not in known]
-        if missing:
-            raise ValueError(f"The 'exclude' parameter of {_CALLER} names {missing}, which are "
-                             f"not modules of the model (modules are named as in "
-                             f"model.named_modules(); a module object must come from a model "
-                             f"model_fn returns, which is a new object each time: use names).")
+    else:  # names, as model_fn builds a new model (new module objects) for every seed
+        exclude = [name for name, _ in resolve_modules(probe, exclude, _CALLER, "exclude")]
     specs = _parse_methods(DEFAULT_METHODS if methods is None else methods, probe, exclude,
                            explicit=methods is not None)
     if not specs:
@@ -401,7 +394,6 @@ def compare(model_fn: Callable[[], nn.Module], train_loader, test_loader, *,
             dense_acc = float(score(dense))
             dense_params = count_parameters(dense)
             dense_macs = count_macs(dense, example)
-            dense_bits = 32 * dense_params
             dense_rows.append({"seed": seed, "accuracy": dense_acc, "params": dense_params,
                                "macs": dense_macs})
             bar.update(1)
@@ -436,8 +428,7 @@ def compare(model_fn: Callable[[], nn.Module], train_loader, test_loader, *,
                            "dense_accuracy": dense_acc, "pruned_accuracy": pruned_acc,
                            "accuracy": acc}
                     row.update(_measure(model, spec.method, example, x_lat, dense, dense_params,
-                                        dense_macs, dense_bits, use_shrink, latency,
-                                        latency_repeats, threads))
+                                        dense_macs, use_shrink, latency, latency_repeats, threads))
                     row["seconds"] = seconds
                     rows.append(row)
                     bar.update(1)
@@ -446,7 +437,7 @@ def compare(model_fn: Callable[[], nn.Module], train_loader, test_loader, *,
     return Comparison(rows=rows, dense=dense_rows, settings=settings)
 
 
-def _measure(model, method, example, x_lat, dense, dense_params, dense_macs, dense_bits,
+def _measure(model, method, example, x_lat, dense, dense_params, dense_macs,
              use_shrink, latency, repeats, threads) -> dict:
     deployed, shrunk = _deployable(model, example, use_shrink)
     params = count_parameters(deployed, nonzero_only=True)
@@ -459,7 +450,7 @@ def _measure(model, method, example, x_lat, dense, dense_params, dense_macs, den
     out = {
         "params": params, "dense_params": dense_params,
         "compression_ratio": dense_params / params if params else math.inf,
-        "storage_ratio": dense_bits / bits if bits else math.inf,
+        "storage_ratio": 32 * dense_params / bits if bits else math.inf,  # dense: 32 bits each
         "macs": macs_nz, "dense_macs": dense_macs,
         "theoretical_speedup": dense_macs / macs_nz if macs_nz else math.inf,
         "dense_speedup": dense_macs / macs if macs else math.inf,
@@ -496,13 +487,15 @@ def _paired_latency(a: nn.Module, b: nn.Module, x: torch.Tensor, repeats: int, t
 
 
 def _mean_std(values):
+    """Mean and sample standard deviation of the measured values (``None``: not measured)."""
     values = [v for v in values if v is not None]
     if not values:
         return None, None
-    mean = sum(values) / len(values)
-    if len(values) < 2 or any(math.isinf(v) for v in values):
-        return mean, 0.0 if len(values) < 2 else math.nan
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    if len(values) < 2:
+        return float(values[0]), 0.0
+    if any(math.isinf(v) for v in values):
+        return statistics.fmean(values), math.nan
+    return statistics.fmean(values), statistics.stdev(values)
 
 
 @dataclass
