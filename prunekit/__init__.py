@@ -6,122 +6,131 @@ Tensor level (pure functions, ``True`` = keep)::
     pk.gradient_mask(weight, grad, sparsity, criterion="taylor")
     pk.channel_mask(weight, sparsity, p=1)
     pk.kernel_mask(weight, sparsity, p=1)
+    pk.kmeans_mask(weight, sparsity, n_clusters=8)
 
-Model level (in place, through ``torch.nn.utils.prune``)::
+Model level (in place)::
 
     pk.prune(model, sparsity, method="l1", scope="layer", exclude=())
-    stats = pk.collect_gradient_stats(model, loader, loss_fn)   # over many batches
-    pk.prune(model, sparsity, method="taylor", stats=stats)     # or "gradient", "fisher"
     pk.remove(model)
-    pk.sparsity(model)          # achieved fraction of zeros
-    print(pk.sparsity_report(model))
-
-Comparing methods fairly (same start, same fine-tuning budget, several seeds)::
-
-    result = pk.compare(model_fn, train_loader, test_loader, sparsities=[0.5, 0.9])
-    print(result); result.plot("compression_ratio", "accuracy")
+    pk.sparsity(model); print(pk.sparsity_report(model))
 
 Masking sets weights to zero; it does not make a model smaller or faster by itself.
 """
 
-from . import data, models, plotting, schedules, training
-from .gradients import GRADIENT_SCORES, GRADIENT_STATISTICS, GradientStats, collect_gradient_stats
-from .compare import DEFAULT_METHODS, Comparison, compare
-from .kmeans import (
-    CompressionReport,
-    KMeansPruneInfo,
-    LayerCompression,
-    SharedWeights,
-    compression_report,
-    kmeans_1d,
-    kmeans_mask,
-    share_weights,
+import warnings as _warnings
+
+from . import (
+    cluster,
+    data,
+    measure,
+    methods,
+    models,
+    plotting,
+    schedules,
+    scores,
+    structured,
+    targets,
+    training,
 )
-from .masks import channel_mask, gradient_mask, kernel_mask, magnitude_mask, mask_from_scores
-from .metrics import LayerSparsity, SparsityReport, sparsity, sparsity_report
-from .profile import (
+from .cluster import KMeansPruneInfo, kmeans_1d
+from .comparison import DEFAULT_METHODS, Comparison, compare
+from .gradients import GRADIENT_STATISTICS, GradientStats, collect_gradient_stats
+from .masks import (
+    channel_mask,
+    gradient_mask,
+    kernel_mask,
+    kmeans_mask,
+    magnitude_mask,
+    mask_from_scores,
+)
+from .measure import (
+    CompressionReport,
+    LayerCompression,
+    LayerSparsity,
     Latency,
     ModelComparison,
+    SparsityReport,
     compare_models,
+    compression_report,
     count_macs,
     count_parameters,
     measure_latency,
     model_size_bytes,
     sparse_storage_bits,
+    sparsity,
+    sparsity_report,
 )
-from .prune import (
-    METHODS,
-    PRUNABLE_TYPES,
-    SCOPES,
-    Method,
-    effective_tensor,
-    load_state_dict,
-    prunable_layers,
-    prune,
-    register_method,
-    remove,
-)
+from .methods import METHODS, Method, register_method
+from .pruning import SCOPES, prunable_layers, prune
+from .reparam import effective_tensor, load_state_dict, remove
+from .scores import GRADIENT_SCORES
 from .sensitivity import SensitivityScan, sensitivity_scan
-from .structured import UnsupportedGraphError, shrink
-from .tp_adapter import PrunekitImportance, TinyResNet, tp_prune
+from .sharing import SharedWeights, share_weights
+from .structured import UnsupportedGraphError, shrink, tp_prune
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "__version__",
-    # submodules the chapters share
+    # subpackages and modules
+    "cluster",
     "data",
+    "measure",
+    "methods",
     "models",
     "plotting",
     "schedules",
+    "scores",
+    "structured",
+    "targets",
     "training",
     # tensor level
     "magnitude_mask",
     "gradient_mask",
     "channel_mask",
     "kernel_mask",
+    "kmeans_mask",
     "mask_from_scores",
+    "kmeans_1d",
+    "KMeansPruneInfo",
     # model level
     "prune",
     "remove",
     "load_state_dict",
+    "effective_tensor",
+    "prunable_layers",
+    "SCOPES",
+    # measuring
     "sparsity",
     "sparsity_report",
     "SparsityReport",
     "LayerSparsity",
-    "effective_tensor",
-    "prunable_layers",
-    # gradient-based pruning (chapter 2)
-    "collect_gradient_stats",
-    "GradientStats",
-    "GRADIENT_STATISTICS",
-    "GRADIENT_SCORES",
-    # k-means: cluster pruning and weight sharing (chapter 3)
-    "kmeans_1d",
-    "kmeans_mask",
-    "KMeansPruneInfo",
-    "share_weights",
-    "SharedWeights",
-    "compression_report",
-    "CompressionReport",
-    "LayerCompression",
-    # structured pruning: physical removal, measurement, sensitivity (chapter 4)
-    "shrink",
-    "UnsupportedGraphError",
-    "sensitivity_scan",
-    "SensitivityScan",
-    "tp_prune",
-    "PrunekitImportance",
-    "TinyResNet",
     "count_parameters",
     "count_macs",
     "model_size_bytes",
     "sparse_storage_bits",
+    "compression_report",
+    "CompressionReport",
+    "LayerCompression",
     "measure_latency",
     "Latency",
     "compare_models",
     "ModelComparison",
-    # comparing methods fairly (chapter 5)
+    # gradient statistics
+    "collect_gradient_stats",
+    "GradientStats",
+    "GRADIENT_STATISTICS",
+    "GRADIENT_SCORES",
+    # weight sharing
+    "share_weights",
+    "SharedWeights",
+    # structured pruning made physical
+    "shrink",
+    "UnsupportedGraphError",
+    "tp_prune",
+    "sensitivity_scan",
+    "SensitivityScan",
+    # comparing methods fairly
     "compare",
     "Comparison",
     "DEFAULT_METHODS",
@@ -129,6 +138,20 @@ __all__ = [
     "Method",
     "register_method",
     "METHODS",
-    "SCOPES",
-    "PRUNABLE_TYPES",
 ]
+
+#: names that left the top level in 0.2: name -> (new home, module to import it from)
+_MOVED = {
+    "TinyResNet": ("prunekit.models.TinyResNet", "models"),
+    "PrunekitImportance": ("prunekit.structured.PrunekitImportance", "structured"),
+    "PRUNABLE_TYPES": ("prunekit.targets.PRUNABLE_TYPES", "targets"),
+}
+
+
+def __getattr__(name):
+    if name in _MOVED:
+        where, module = _MOVED[name]
+        _warnings.warn(f"prunekit.{name} moved to {where}; the old name goes away in the next "
+                       "release.", DeprecationWarning, stacklevel=2)
+        return getattr(globals()[module], name)
+    raise AttributeError(f"module 'prunekit' has no attribute {name!r}")

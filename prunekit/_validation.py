@@ -1,30 +1,55 @@
-"""Argument checks shared by every public function.
-
-Validation happens at the boundary, before anything is computed or changed, so a bad
-argument never leaves a tensor or a model half-modified. Messages follow scikit-learn's
-template: ``The 'sparsity' parameter of magnitude_mask must be a real number in the range
-[0, 1]. Got 1.5 instead.``
-"""
+"""Every argument check and message: ``The 'x' parameter of f must be ... Got ... instead.``"""
 
 from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import torch
 
 __all__ = [
+    "invalid",
+    "describe",
+    "check_model",
     "check_sparsity",
     "check_choice",
     "check_p",
     "check_weight",
     "check_int",
+    "check_example_input",
+    "check_same_shape",
+    "check_loader",
+    "check_loss_fn",
+    "check_options",
 ]
 
 
+def describe(value) -> str:
+    """A short description of a value for error messages (tensors by shape and dtype)."""
+    if isinstance(value, torch.Tensor):
+        return f"tensor(shape={tuple(value.shape)}, dtype={value.dtype})"
+    text = repr(value)
+    return text if len(text) <= 80 else f"a {type(value).__name__}"
+
+
+def invalid(exc: type[Exception], name: str, caller: str, must: str, got: str) -> Exception:
+    """The exception for a bad argument: ``The 'name' parameter of caller must be must. Got got instead.``
+
+    ``got`` is inserted as it is: pass ``repr(value)`` or :func:`describe` ``(value)``.
+    """
+    return exc(f"The {name!r} parameter of {caller} must be {must}. Got {got} instead.")
+
+
 def _fail(exc: type[Exception], name: str, caller: str, must: str, value) -> Exception:
-    return exc(f"The {name!r} parameter of {caller} must be {must}. Got {value!r} instead.")
+    return invalid(exc, name, caller, must, repr(value))
+
+
+def check_model(model, caller: str, name: str = "model"):
+    """``model`` is a ``torch.nn.Module``."""
+    if not isinstance(model, torch.nn.Module):
+        raise invalid(TypeError, name, caller, "a torch.nn.Module", type(model).__name__)
+    return model
 
 
 def check_sparsity(value, caller: str, name: str = "sparsity") -> float:
@@ -74,9 +99,7 @@ def check_int(value, caller: str, name: str, *, minimum: int | None = None) -> i
 
 
 def _describe(t) -> str:
-    if isinstance(t, torch.Tensor):
-        return f"tensor(shape={tuple(t.shape)}, dtype={t.dtype})"
-    return repr(t)
+    return describe(t) if isinstance(t, torch.Tensor) else repr(t)
 
 
 def check_weight(weight, caller: str, name: str = "weight", *, ndim: int | None = None,
@@ -141,3 +164,29 @@ def check_same_shape(a: torch.Tensor, b, caller: str, name_a: str, name_b: str) 
             f"The {name_b!r} parameter of {caller} must have the same shape as {name_a!r} "
             f"{tuple(a.shape)}. Got {got} instead."
         )
+
+
+def check_loader(loader, caller: str, name: str = "loader") -> None:
+    """An iterable of ``(inputs, targets)`` batches (a tensor, string or mapping is refused)."""
+    if isinstance(loader, (torch.Tensor, str, bytes, Mapping)) or not isinstance(loader, Iterable):
+        raise invalid(TypeError, name, caller, "an iterable of (inputs, targets) batches, such "
+                      "as a torch DataLoader", describe(loader))
+
+
+def check_loss_fn(loss_fn, caller: str, name: str = "loss_fn") -> None:
+    """A callable ``loss_fn(outputs, targets) -> scalar tensor``."""
+    if not callable(loss_fn):
+        raise invalid(TypeError, name, caller, "a callable loss_fn(outputs, targets) -> scalar "
+                      "tensor, such as torch.nn.CrossEntropyLoss()", describe(loss_fn))
+
+
+def check_options(options: Mapping, defaults: Mapping, caller: str, what: str) -> dict:
+    """Refuse keyword options not in ``defaults`` (``TypeError`` listing the valid ones); fill defaults."""
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        valid = ", ".join(repr(k) for k in defaults) or "none"
+        raise TypeError(
+            f"{caller}() got unexpected keyword argument(s) {', '.join(map(repr, unknown))} "
+            f"for {what}. Valid options for this method: {valid}."
+        )
+    return {**defaults, **options}

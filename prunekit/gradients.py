@@ -1,33 +1,9 @@
-"""Gradient-based pruning: gradient statistics over many mini-batches, and methods using them.
+"""Gradient statistics over many mini-batches (sum of g, of |g|, of g**2 per weight).
 
-The source document prunes weights with a small gradient, measured once on one sample.
-A single gradient is noise, and at a trained minimum every gradient is small, so this
-module measures gradients over many mini-batches and offers the published criteria
-built from them. For every pruned layer, with ``g_b`` the gradient of the loss of batch
-``b`` with respect to the layer's weight ``w``, ``collect_gradient_stats`` sums three
-*moments* over the batches:
-
-==============  ====================  ==================================================
-statistic       value                 meaning
-==============  ====================  ==================================================
-``"grad"``      ``sum_b g_b``         ``n_batches`` times the mean (full-data) gradient
-``"abs_grad"``  ``sum_b |g_b|``       how large the gradient is, signs ignored
-``"sq_grad"``   ``sum_b g_b**2``      the empirical Fisher diagonal (batch-level)
-==============  ====================  ==================================================
-
-``w`` does not change while they are collected, so every per-weight score follows:
-``sum_b g_b*w = w*sum_b g_b``, ``sum_b |g_b*w| = |w|*sum_b |g_b|`` and
-``sum_b (g_b*w)**2 = w**2*sum_b g_b**2``. ``prunekit.prune`` offers three of them:
-
-* ``method="gradient"``: ``sum_b |g_b|``, the source document's idea done properly
-  (many batches instead of one sample). Kept as the baseline the chapter argues against.
-* ``method="taylor"``: ``|w * sum_b g_b| = |sum_b g_b*w|``, the first-order Taylor
-  estimate of the change in the (summed) loss when ``w`` is set to zero (Molchanov et al.
-  2017, per weight; SNIP's connection sensitivity when computed at initialisation).
-* ``method="fisher"``: ``w**2 * sum_b g_b**2 = sum_b (g_b*w)**2``, Optimal Brain Damage's
-  saliency ``h_kk*w**2/2`` with the empirical Fisher diagonal for the Hessian (constant
-  factors dropped; they do not change the ranking), which is also Molchanov et al. 2019's
-  Taylor-FO importance of a single weight accumulated over mini-batches.
+For every layer, with ``g_b`` the gradient of batch ``b``'s loss with respect to its weight,
+:func:`collect_gradient_stats` sums ``"grad"`` (``sum_b g_b``), ``"abs_grad"``
+(``sum_b |g_b|``) and ``"sq_grad"`` (``sum_b g_b**2``); the gradient methods of
+:func:`prunekit.prune` score weights from them (see :mod:`prunekit.scores`).
 """
 
 from __future__ import annotations
@@ -40,33 +16,21 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from . import criteria
-from ._validation import _describe, check_choice, check_int
-from .prune import (
-    PRUNABLE_TYPES,
-    Method,
-    effective_tensor,
-    pruned_tensor_names,
-    register_method,
-    resolve_modules,
-)
+from ._modules import WIDE, resolve_modules, saved_modes
+from ._validation import check_choice, check_int, check_loader, check_loss_fn, check_model, describe
+from .reparam import effective_tensor, is_masked, pruned_tensor_names
+from .scores import GRADIENT_SCORES, STATISTIC_OF, statistic_scores
+from .targets import weight_layers
 
 __all__ = [
     "GRADIENT_STATISTICS",
     "GRADIENT_SCORES",
     "GradientStats",
     "collect_gradient_stats",
-    "GradientMethod",
 ]
 
 #: The statistics ``collect_gradient_stats`` can accumulate, in their canonical order.
 GRADIENT_STATISTICS = ("grad", "abs_grad", "sq_grad")
-
-#: score / prune method -> the statistic it is computed from
-_STATISTIC_OF = {"gradient": "abs_grad", "taylor": "grad", "fisher": "sq_grad"}
-
-#: The gradient-based scores (and ``prune`` methods): ``"gradient"``, ``"taylor"``, ``"fisher"``.
-GRADIENT_SCORES = tuple(_STATISTIC_OF)
 
 MODES = ("eval", "train")
 
@@ -74,15 +38,6 @@ _BATCH_HINT = (
     " Each batch must be an (inputs, targets) pair, as a torch DataLoader over a "
     "TensorDataset yields; to use a single batch, pass [(inputs, targets)]."
 )
-
-
-def _score(criterion: str, weight: torch.Tensor, stat: torch.Tensor) -> torch.Tensor:
-    """Per-weight score of ``criterion`` from the statistic it reads (see the module docs)."""
-    if criterion == "fisher":
-        w = weight.detach()
-        return w * w * stat.detach()
-    # "gradient": |stat| (= stat for sum_b |g_b|); "taylor": |w * stat|, as gradient_mask
-    return criteria.gradient_scores(weight, stat, criterion)
 
 
 # --------------------------------------------------------------------------------------
@@ -193,8 +148,8 @@ class GradientStats:
             tensor([2., 1.])
         """
         check_choice(criterion, GRADIENT_SCORES, "GradientStats.scores", "criterion")
-        table = self[_STATISTIC_OF[criterion]]
-        return {name: _score(criterion, self.weight[name], t) for name, t in table.items()}
+        table = self[STATISTIC_OF[criterion]]
+        return {name: statistic_scores(criterion, self.weight[name], t) for name, t in table.items()}
 
     def to(self, device) -> GradientStats:
         """A copy with every tensor on ``device`` (e.g. ``"cpu"`` for plotting).
@@ -220,24 +175,7 @@ class GradientStats:
 # --------------------------------------------------------------------------------------
 
 
-def _check_loader(loader, caller: str) -> None:
-    if isinstance(loader, (torch.Tensor, str, bytes, Mapping)) or not isinstance(loader, Iterable):
-        raise TypeError(
-            f"The 'loader' parameter of {caller} must be an iterable of (inputs, targets) "
-            f"batches, such as a torch DataLoader. Got {_describe_value(loader)} instead."
-        )
-
-
-def _check_loss_fn(loss_fn, caller: str) -> None:
-    if not callable(loss_fn):
-        raise TypeError(
-            f"The 'loss_fn' parameter of {caller} must be a callable loss_fn(outputs, "
-            f"targets) -> scalar tensor, such as torch.nn.CrossEntropyLoss(). "
-            f"Got {_describe_value(loss_fn)} instead."
-        )
-
-
-def _check_collect_options(max_batches, mode, device, progress, caller: str):
+def check_collect_options(max_batches, mode, device, progress, caller: str):
     if max_batches is not None:
         check_int(max_batches, caller, "max_batches", minimum=1)
     check_choice(mode, MODES, caller, "mode")
@@ -273,17 +211,9 @@ def _check_statistics(statistics, caller: str) -> tuple:
     return tuple(s for s in GRADIENT_STATISTICS if s in chosen)
 
 
-def _describe_value(value) -> str:
-    if isinstance(value, torch.Tensor):
-        return _describe(value)
-    text = repr(value)
-    return text if len(text) <= 80 else f"a {type(value).__name__}"
-
-
 def _resolve_layers(model: nn.Module, layers, caller: str) -> list[tuple[str, nn.Module]]:
-    named = list(model.named_modules())
     if layers is None:
-        chosen = [(n, m) for n, m in named if isinstance(m, PRUNABLE_TYPES)]
+        chosen = weight_layers(model)
         if not chosen:
             raise ValueError(
                 f"The 'model' parameter of {caller} must contain at least one nn.Linear or "
@@ -302,7 +232,7 @@ def _resolve_layers(model: nn.Module, layers, caller: str) -> list[tuple[str, nn
 
 def _leaf(name: str, module: nn.Module, caller: str) -> tuple[nn.Parameter, bool]:
     """The parameter behind ``module.weight`` and whether the weight is masked."""
-    if "weight" in pruned_tensor_names(module):
+    if is_masked(module, "weight"):
         return module.weight_orig, True
     weight = module._parameters.get("weight")
     if not isinstance(weight, nn.Parameter) or not weight.is_floating_point():
@@ -331,7 +261,7 @@ def _to_device(obj, device: torch.device):
 # --------------------------------------------------------------------------------------
 
 
-def _collect(model: nn.Module, layers: list[tuple[str, nn.Module]], loader, loss_fn: Callable,
+def collect(model: nn.Module, layers: list[tuple[str, nn.Module]], loader, loss_fn: Callable,
              statistics: tuple, max_batches, mode: str, device, progress: bool,
              caller: str) -> GradientStats:
     """Accumulate ``statistics`` for ``layers``; the model is restored whatever happens.
@@ -347,7 +277,7 @@ def _collect(model: nn.Module, layers: list[tuple[str, nn.Module]], loader, loss
     for stat in statistics:
         acc[stat] = {}
         for name, w in weights.items():
-            dtype = torch.float32 if w.dtype in (torch.float16, torch.bfloat16) else w.dtype
+            dtype = torch.float32 if w.dtype in WIDE else w.dtype
             acc[stat][name] = torch.zeros(w.shape, dtype=dtype, device=w.device)
 
     # What has to be put back: requires_grad, each module's mode, buffers that a forward
@@ -445,7 +375,7 @@ def _collect(model: nn.Module, layers: list[tuple[str, nn.Module]], loader, loss
     if n_batches == 0:
         raise ValueError(
             f"The 'loader' parameter of {caller} must yield at least one (inputs, targets) "
-            f"batch. Got {_describe_value(loader)}, which yielded none, instead."
+            f"batch. Got {describe(loader)}, which yielded none, instead."
         )
     mean_loss = float(loss_sum) / n_batches
     bad = [name for name in weights
@@ -463,7 +393,7 @@ def _describe_batch(batch) -> str:
     if isinstance(batch, (tuple, list)):
         return f"a {type(batch).__name__} of length {len(batch)}"
     if isinstance(batch, torch.Tensor):
-        return _describe(batch)
+        return describe(batch)
     return f"a {type(batch).__name__}"
 
 
@@ -471,7 +401,7 @@ def _check_loss(loss, caller: str) -> torch.Tensor:
     if not isinstance(loss, torch.Tensor) or not loss.is_floating_point() or loss.numel() != 1:
         raise TypeError(
             f"The 'loss_fn' parameter of {caller} must return a scalar floating-point loss "
-            f"tensor (use reduction='mean'). Got {_describe_value(loss)} instead."
+            f"tensor (use reduction='mean'). Got {describe(loss)} instead."
         )
     if not loss.requires_grad:
         raise ValueError(
@@ -569,181 +499,11 @@ def collect_gradient_stats(model: nn.Module, loader, loss_fn: Callable, *,
         0.5
     """
     caller = "collect_gradient_stats"
-    if not isinstance(model, nn.Module):
-        raise TypeError(
-            f"The 'model' parameter of {caller} must be a torch.nn.Module. "
-            f"Got {type(model).__name__} instead."
-        )
-    _check_loader(loader, caller)
-    _check_loss_fn(loss_fn, caller)
+    check_model(model, caller)
+    check_loader(loader, caller)
+    check_loss_fn(loss_fn, caller)
     statistics = _check_statistics(statistics, caller)
-    device = _check_collect_options(max_batches, mode, device, progress, caller)
+    device = check_collect_options(max_batches, mode, device, progress, caller)
     resolved = _resolve_layers(model, layers, caller)
-    return _collect(model, resolved, loader, loss_fn, statistics, max_batches, mode, device,
-                    progress, caller)
-
-
-# --------------------------------------------------------------------------------------
-# prune(method="gradient" | "taylor" | "fisher")
-# --------------------------------------------------------------------------------------
-
-
-class GradientMethod(Method):
-    """``prune`` methods that rank single weights by gradient statistics.
-
-    Options (keyword arguments of ``prunekit.prune``): either ``stats`` (a
-    ``prunekit.GradientStats``, or a mapping ``{layer_name: tensor}``), or ``loader`` and
-    ``loss_fn`` (with optional ``max_batches``, ``mode``, ``device``, ``progress``) to
-    collect the statistic the method needs, exactly as ``prunekit.collect_gradient_stats``
-    does, before any mask is attached. A mapping's tensors play the role of the statistic:
-    a gradient ``g`` for ``"gradient"`` (score ``|g|``) and ``"taylor"`` (score
-    ``|w * g|``), the same scores as ``prunekit.gradient_mask``; a non-negative sum of
-    squared gradients ``s`` for ``"fisher"`` (score ``w**2 * s``).
-
-    Scores use the model's current (effective) weights. If they differ from the weights
-    the ``prunekit.GradientStats`` were collected at (other than by entries pruned since), a
-    warning says the statistics are stale.
-    """
-
-    granularity = "weight"
-    options = {"stats": None, "loader": None, "loss_fn": None, "max_batches": None,
-               "mode": "eval", "device": None, "progress": False}
-    _COLLECTION = ("loader", "loss_fn", "max_batches", "mode", "device", "progress")
-
-    def __init__(self, name: str):
-        if name not in _STATISTIC_OF:
-            raise ValueError(
-                f"GradientMethod name must be one of {GRADIENT_SCORES}. Got {name!r} instead."
-            )
-        self.name = name
-        self.statistic = _STATISTIC_OF[name]
-
-    def check_options(self, options: dict, caller: str) -> dict:
-        given = set(options)
-        options = super().check_options(options, caller)
-        stats = options["stats"]
-        if stats is not None:
-            extra = [k for k in self._COLLECTION if k in given]
-            if extra:
-                raise ValueError(
-                    f"{caller}(method={self.name!r}) got stats= together with "
-                    f"{', '.join(repr(k) for k in extra)}, which only apply when {caller} "
-                    "collects the statistics itself. Pass either stats=... or loader= and "
-                    "loss_fn=."
-                )
-            if isinstance(stats, GradientStats):
-                if self.statistic not in stats.statistics:
-                    raise ValueError(
-                        f"The 'stats' parameter of {caller} must hold the {self.statistic!r} "
-                        f"statistic, which method={self.name!r} ranks by. Got GradientStats "
-                        f"with {stats.statistics} instead; collect it with "
-                        f"statistics=(..., {self.statistic!r})."
-                    )
-            elif not isinstance(stats, Mapping):
-                raise TypeError(
-                    f"The 'stats' parameter of {caller} must be a prunekit.GradientStats or a "
-                    f"mapping {{layer_name: tensor}}. Got {_describe_value(stats)} instead."
-                )
-            return options
-        loader, loss_fn = options["loader"], options["loss_fn"]
-        if loader is None or loss_fn is None:
-            missing = " and ".join(repr(k) for k, v in (("loader", loader), ("loss_fn", loss_fn))
-                                   if v is None)
-            raise ValueError(
-                f"{caller}(method={self.name!r}) needs gradient information, and {missing} "
-                f"{'is' if ' and ' not in missing else 'are'} missing. Pass "
-                "stats=prunekit.collect_gradient_stats(model, loader, loss_fn) (or a mapping "
-                "{layer_name: tensor shaped like the weight}), or pass loader= and loss_fn= "
-                f"(and optionally max_batches=, mode=) so that {caller} collects them."
-            )
-        _check_loader(loader, caller)
-        _check_loss_fn(loss_fn, caller)
-        options["device"] = _check_collect_options(options["max_batches"], options["mode"],
-                                                   options["device"], options["progress"], caller)
-        return options
-
-    def prepare(self, model: nn.Module, layers: list, options: dict) -> dict:
-        caller = "prune"
-        stats = options["stats"]
-        if stats is None:
-            stats = _collect(model, list(layers), options["loader"], options["loss_fn"],
-                             (self.statistic,), options["max_batches"], options["mode"],
-                             options["device"], options["progress"], caller)
-            collected_here = True
-        else:
-            collected_here = False
-        table = stats[self.statistic] if isinstance(stats, GradientStats) else stats
-        resolved = {}
-        for name, module in layers:
-            weight = effective_tensor(module, "weight")
-            if name not in table:
-                have = sorted(table) if len(table) <= 20 else f"{len(table)} layers"
-                raise ValueError(
-                    f"The 'stats' parameter of {caller} has no entry for layer {name!r}, which "
-                    f"method={self.name!r} prunes (it has {have}). Pass statistics for every "
-                    "pruned layer, e.g. prunekit.collect_gradient_stats(model, loader, "
-                    "loss_fn) on this model, or exclude the layer."
-                )
-            t = table[name]
-            if isinstance(stats, GradientStats):
-                what = f"stats.{self.statistic}[{name!r}]"
-            else:
-                what = f"stats[{name!r}]"
-            if not isinstance(t, torch.Tensor) or not t.is_floating_point():
-                raise TypeError(
-                    f"The 'stats' parameter of {caller} must hold floating-point tensors. "
-                    f"Got {_describe_value(t)} for layer {name!r} ({what}) instead."
-                )
-            if t.shape != weight.shape:
-                raise ValueError(
-                    f"The 'stats' parameter of {caller} has a tensor of shape {tuple(t.shape)} "
-                    f"for layer {name!r} ({what}), whose weight has shape {tuple(weight.shape)}."
-                )
-            finite = torch.isfinite(t)
-            if not bool(finite.all()):
-                raise ValueError(
-                    f"The 'stats' parameter of {caller} must contain only finite values. Got "
-                    f"{int((~finite).sum())} NaN or infinite entries for layer {name!r} ({what})."
-                )
-            if self.name == "fisher" and bool((t < 0).any()):
-                raise ValueError(
-                    f"The 'stats' parameter of {caller} must hold sums of squared gradients "
-                    f"(non-negative) for method='fisher'. Got negative entries for layer "
-                    f"{name!r} ({what}); pass GradientStats or {{layer: stats.sq_grad[layer]}}."
-                )
-            resolved[name] = t
-        if isinstance(stats, GradientStats) and not collected_here:
-            self._warn_if_stale(stats, layers)
-        return {**options, "_table": resolved}
-
-    @staticmethod
-    def _warn_if_stale(stats: GradientStats, layers) -> None:
-        stale = []
-        for name, module in layers:
-            then = stats.weight.get(name)
-            if then is None or then.shape != effective_tensor(module, "weight").shape:
-                continue
-            now = effective_tensor(module, "weight")
-            then = then.to(device=now.device, dtype=now.dtype)
-            if "weight" in pruned_tensor_names(module):
-                keep = module.weight_mask != 0
-                now, then = now[keep], then[keep]
-            if not torch.equal(now, then):
-                stale.append(name)
-        if stale:
-            warnings.warn(
-                f"The weights of layers {stale} changed since these gradient statistics were "
-                "collected (e.g. by training), so the statistics describe another model. "
-                "Collect them again for the current weights.",
-                stacklevel=4,
-            )
-
-    def scores(self, name: str, module: nn.Module, weight: torch.Tensor,
-               options: dict) -> torch.Tensor:
-        stat = options["_table"][name].to(weight.device)
-        return _score(self.name, weight, stat)
-
-
-for _name in GRADIENT_SCORES:
-    register_method(GradientMethod(_name))
-del _name
+    return collect(model, resolved, loader, loss_fn, statistics, max_batches, mode, device,
+                   progress, caller)

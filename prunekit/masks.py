@@ -1,24 +1,17 @@
-"""Turning scores into exact-count boolean masks (True = keep).
+"""Tensor-level masks: one weight (and its gradient) in, a boolean keep-mask out (True = keep).
 
-The rule everything in prunekit follows: pruning a fraction ``s`` of ``n`` units removes
-exactly ``round(s * n)`` of them (the count ``torch.nn.utils.prune`` uses for a float
-amount), the ones with the lowest scores; among equal scores the unit with the lower
-flat index goes first. The tie rule makes masks deterministic and *nested*: the units
-pruned at a lower sparsity are always among those pruned at a higher one.
-
-Selection finds the threshold (the k-th smallest score: a strided sample brackets it, then
-an unsorted ``torch.topk`` selects inside the bracket) and compares, then settles ties at the
-threshold explicitly. It never sorts the whole tensor, which is what makes
-:func:`magnitude_mask` many times faster than ``torch.nn.utils.prune`` (a full sorted
-``torch.topk``) on large weights (see ``benchmarks/masks.py``).
+Every function is pure. All but ``kmeans_mask`` (whole clusters) prune exactly ``round(sparsity * n)``
+units, the lowest scores, ties to the lower index.
 """
 
 from __future__ import annotations
 
 import torch
 
-from . import criteria
+from . import scores as criteria
+from ._select import expand_channel_mask, expand_kernel_mask, keep_lowest_pruned, n_to_prune
 from ._validation import check_choice, check_p, check_same_shape, check_sparsity, check_weight
+from .cluster import kmeans_mask
 
 __all__ = [
     "magnitude_mask",
@@ -26,94 +19,8 @@ __all__ = [
     "channel_mask",
     "kernel_mask",
     "mask_from_scores",
-    "n_to_prune",
+    "kmeans_mask",
 ]
-
-
-def n_to_prune(sparsity: float, n: int) -> int:
-    """How many of ``n`` units a sparsity prunes: ``round(sparsity * n)``, as torch does."""
-    return int(round(sparsity * n))
-
-
-def _selectable(scores: torch.Tensor) -> torch.Tensor:
-    # kthvalue has no half-precision CPU kernel; float32 holds every half/bfloat16 value exactly.
-    if scores.dtype in (torch.float16, torch.bfloat16):
-        return scores.float()
-    return scores
-
-
-_SAMPLE = 1 << 16  # below 4 * _SAMPLE entries a plain selection is already fast
-
-
-def _kthvalue(x: torch.Tensor, k: int) -> torch.Tensor:
-    """``torch.kthvalue(x, k).values`` without its quadratic worst case.
-
-    torch's CPU ``kthvalue`` takes seconds on a few hundred thousand entries in descending
-    order (e.g. ``-arange(n)``). ``topk`` with ``sorted=False`` returns the same value
-    (the largest of the k smallest, or the smallest of the n - k + 1 largest) and has no
-    such case.
-    """
-    n = x.numel()
-    if k <= n - k + 1:
-        return torch.topk(x, k, largest=False, sorted=False).values.max()
-    return torch.topk(x, n - k + 1, largest=True, sorted=False).values.min()
-
-
-def kth_smallest(flat: torch.Tensor, k: int) -> tuple[torch.Tensor, int]:
-    """The k-th smallest value (1-based) of a 1-D tensor, and how many entries are <= it.
-
-    ``torch.kthvalue`` copies and partitions the whole tensor. For large tensors we first
-    bracket the answer with a deterministic strided sample: the sample's order statistics
-    around rank ``k/n`` give bounds ``lo <= answer <= hi`` with overwhelming probability.
-    Counting the entries below ``lo`` and selecting inside the (small) bracket is then
-    exact. If the bracket misses (adversarial orderings), fall back to a full kthvalue, so
-    the result is always exact; only the speed depends on the data.
-    """
-    n = flat.numel()
-    if n > 4 * _SAMPLE:
-        sample = flat[:: n // _SAMPLE].sort().values
-        m = sample.numel()
-        q = k / n
-        margin = int(6.0 * (m * q * (1.0 - q)) ** 0.5) + 32
-        lo_rank, hi_rank = int(q * m) - margin, int(q * m) + margin
-        inside = None
-        below = 0
-        if lo_rank >= 0:
-            lo = sample[lo_rank]
-            inside = flat >= lo
-            below = n - int(torch.count_nonzero(inside))
-        if hi_rank < m:
-            le_hi = flat <= sample[hi_rank]
-            inside = le_hi if inside is None else inside.logical_and_(le_hi)
-        candidates = flat if inside is None else flat[inside]
-        if below < k <= below + candidates.numel():
-            value = _kthvalue(candidates, k - below)
-            return value, below + int(torch.count_nonzero(candidates <= value))
-    value = _kthvalue(flat, k)
-    return value, int(torch.count_nonzero(flat <= value))
-
-
-def keep_lowest_pruned(scores: torch.Tensor, n_prune: int) -> torch.Tensor:
-    """Flat bool mask that prunes exactly ``n_prune`` lowest scores (ties: lower index first).
-
-    ``scores`` may contain ``-inf`` (units that must be pruned first, e.g. already pruned
-    ones). It must not contain NaN; callers validate that.
-    """
-    flat = _selectable(scores.reshape(-1))
-    n = flat.numel()
-    if n_prune <= 0:
-        return torch.ones(n, dtype=torch.bool, device=flat.device)
-    if n_prune >= n:
-        return torch.zeros(n, dtype=torch.bool, device=flat.device)
-    threshold, n_at_or_below = kth_smallest(flat, n_prune)  # the n_prune-th smallest score
-    keep = flat > threshold
-    # Entries <= threshold number at least n_prune; the surplus are ties at the threshold
-    # that must stay. Keep the highest-index ties so the lowest-index ones are pruned.
-    surplus = n_at_or_below - n_prune
-    if surplus > 0:
-        tied = torch.nonzero(flat == threshold).squeeze(1)
-        keep[tied[tied.numel() - surplus:]] = True
-    return keep
 
 
 def mask_from_scores(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
@@ -201,16 +108,6 @@ def gradient_mask(weight: torch.Tensor, grad: torch.Tensor, sparsity: float, *,
     check_choice(criterion, criteria.GRADIENT_CRITERIA, caller, "criterion")
     scores = criteria.gradient_scores(weight, grad, criterion)
     return keep_lowest_pruned(scores, n_to_prune(sparsity, weight.numel())).view(weight.shape)
-
-
-def expand_channel_mask(unit_keep: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    """Broadcast a per-output-channel mask of shape ``(out,)`` to a weight of ``shape``."""
-    return unit_keep.view(-1, *([1] * (len(shape) - 1))).expand(shape).clone()
-
-
-def expand_kernel_mask(unit_keep: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    """Broadcast a per-kernel mask of shape ``(out, in)`` to a 4-D conv weight."""
-    return unit_keep[:, :, None, None].expand(shape).clone()
 
 
 def channel_mask(weight: torch.Tensor, sparsity: float, *, p: int = 1) -> torch.Tensor:

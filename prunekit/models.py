@@ -10,7 +10,7 @@ from collections import OrderedDict
 
 from torch import nn
 
-__all__ = ["MLP", "LeNet300100", "LeNet5", "VGG", "VGG_SMALL"]
+__all__ = ["MLP", "LeNet300100", "LeNet5", "VGG", "VGG_SMALL", "TinyResNet"]
 
 
 class MLP(nn.Sequential):
@@ -118,3 +118,58 @@ class VGG(nn.Sequential):
         layers["flatten"] = nn.Flatten()
         layers["fc"] = nn.Linear(c * side * side, n_classes)
         super().__init__(layers)
+
+
+class TinyResNet(nn.Module):
+    """A small residual CNN (two basic blocks, one with a 1x1 projection) for examples.
+
+    ``stem`` conv 3x3 + BatchNorm + ReLU -> ``block1`` (identity shortcut) -> ``block2``
+    (stride 2, ``conv`` 1x1 + BatchNorm shortcut) -> global average pool -> ``fc``.
+    The additions couple the channels of the stem, of each block's second convolution
+    and of the shortcut, which is why :func:`prunekit.shrink` refuses to remove them
+    and :func:`prunekit.tp_prune` is needed.
+
+    Args:
+        in_channels: image channels.
+        width: channels of the stem and the first block; the second block has twice as many.
+        n_classes: output size.
+
+    Examples:
+        >>> import torch, prunekit as pk
+        >>> pk.models.TinyResNet()(torch.randn(2, 3, 16, 16)).shape
+        torch.Size([2, 10])
+    """
+
+    class Block(nn.Module):
+        """conv-BN-ReLU-conv-BN plus a shortcut, then ReLU."""
+
+        def __init__(self, c_in: int, c_out: int, stride: int = 1):
+            super().__init__()
+            self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(c_out)
+            self.relu = nn.ReLU()
+            self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(c_out)
+            self.shortcut = nn.Sequential()
+            if stride != 1 or c_in != c_out:
+                self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False),
+                                              nn.BatchNorm2d(c_out))
+
+        def forward(self, x):
+            out = self.relu(self.bn1(self.conv1(x)))
+            out = self.bn2(self.conv2(out))
+            return self.relu(out + self.shortcut(x))
+
+    def __init__(self, in_channels: int = 3, width: int = 16, n_classes: int = 10):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False),
+                                  nn.BatchNorm2d(width), nn.ReLU())
+        self.block1 = TinyResNet.Block(width, width)
+        self.block2 = TinyResNet.Block(width, 2 * width, stride=2)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(2 * width, n_classes)
+
+    def forward(self, x):
+        x = self.block2(self.block1(self.stem(x)))
+        return self.fc(self.flatten(self.pool(x)))

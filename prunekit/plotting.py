@@ -6,14 +6,17 @@ matplotlib is imported when a function is called, so ``import prunekit`` never n
 from __future__ import annotations
 
 import math
+import statistics
 from collections import defaultdict
 
 import torch
 from torch import nn
 
-from .prune import PRUNABLE_TYPES, effective_tensor
+from .reparam import effective_tensor
+from .targets import weight_layers
 
-__all__ = ["summarize", "plot_curves", "plot_weight_histograms", "plot_mask", "plot_input_mask"]
+__all__ = ["summarize", "mean_std", "band", "plot_curves", "plot_weight_histograms", "plot_mask",
+           "plot_input_mask"]
 
 
 def _axes(ax, figsize=(6, 4)):
@@ -22,6 +25,30 @@ def _axes(ax, figsize=(6, 4)):
     if ax is None:
         _, ax = plt.subplots(figsize=figsize)
     return ax
+
+
+def mean_std(values) -> tuple:
+    """Mean and sample standard deviation (0 for one value; ``None`` values are skipped).
+
+    Returns ``(None, None)`` when nothing was measured and a NaN standard deviation when a
+    value is infinite.
+    """
+    values = [float(v) for v in values if v is not None]
+    if not values:
+        return None, None
+    if len(values) < 2:
+        return values[0], 0.0
+    if any(math.isinf(v) for v in values):
+        return statistics.fmean(values), math.nan
+    return statistics.fmean(values), statistics.stdev(values)
+
+
+def band(ax, xs, mean, std, *, label, alpha: float = 0.2, **style):
+    """A line of means with markers and a shaded band of one standard deviation; the line."""
+    line, = ax.plot(xs, mean, marker="o", markersize=3, label=label, **style)
+    ax.fill_between(xs, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
+                    color=line.get_color(), alpha=alpha, linewidth=0)
+    return line
 
 
 def summarize(records, x: str, y: str, by: str = "method") -> dict:
@@ -50,8 +77,7 @@ def summarize(records, x: str, y: str, by: str = "method") -> dict:
         rows = []
         for xv in sorted(per_x):
             vals = per_x[xv]
-            mean = sum(vals) / len(vals)
-            std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
+            mean, std = mean_std(vals)
             rows.append((xv, mean, std, len(vals)))
         out[g] = rows
     return out
@@ -80,10 +106,7 @@ def plot_curves(records, x: str, y: str, by: str = "method", *, ax=None, xlabel=
         xs = [r[0] for r in rows]
         mean = [r[1] for r in rows]
         std = [r[2] for r in rows]
-        style = dict((styles or {}).get(group, {}))
-        line, = ax.plot(xs, mean, marker="o", markersize=3, label=str(group), **style)
-        ax.fill_between(xs, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
-                        color=line.get_color(), alpha=0.2, linewidth=0)
+        band(ax, xs, mean, std, label=str(group), **dict((styles or {}).get(group, {})))
     if reference is not None:
         ax.axhline(reference, color="black", linestyle=":", linewidth=1, label=reference_label)
     if logx:
@@ -105,7 +128,7 @@ def _weights(obj) -> torch.Tensor:
     if isinstance(obj, torch.Tensor):
         return obj.detach().reshape(-1)
     if isinstance(obj, nn.Module):
-        parts = [effective_tensor(m, "weight").reshape(-1) for m in obj.modules() if isinstance(m, PRUNABLE_TYPES)]
+        parts = [effective_tensor(m, "weight").reshape(-1) for _, m in weight_layers(obj)]
         if not parts:
             raise ValueError(f"{type(obj).__name__} has no Linear/Conv weights to plot.")
         return torch.cat(parts)

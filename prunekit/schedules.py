@@ -19,6 +19,7 @@ from __future__ import annotations
 import numbers
 
 from ._validation import check_choice, check_int, check_sparsity
+from .pruning import prune
 
 __all__ = ["cubic_sparsity", "schedule", "GradualPruning"]
 
@@ -127,8 +128,6 @@ class GradualPruning:
         return None
 
     def __call__(self, epoch: int, model) -> None:
-        from .prune import prune
-
         target = self.sparsity_at(epoch)
         if target is not None:
             prune(model, target, **self.prune_kwargs)

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from ._validation import check_choice, check_sparsity
-from .prune import METHODS, prunable_layers, prune
-from .structured import _copy_model
+from ._validation import check_model, check_sparsity
+from .methods import get_method
+from .pruning import prunable_layers, prune
+from .reparam import copy_model
 
 __all__ = ["sensitivity_scan", "SensitivityScan"]
 
@@ -148,9 +149,7 @@ def sensitivity_scan(model: nn.Module, evaluate_fn: Callable, sparsities: Iterab
         True
     """
     caller = "sensitivity_scan"
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"The 'model' parameter of {caller} must be a torch.nn.Module. "
-                        f"Got {type(model).__name__} instead.")
+    check_model(model, caller)
     if not callable(evaluate_fn):
         raise TypeError(f"The 'evaluate_fn' parameter of {caller} must be callable "
                         f"(model -> float). Got {type(evaluate_fn).__name__} instead.")
@@ -160,9 +159,7 @@ def sensitivity_scan(model: nn.Module, evaluate_fn: Callable, sparsities: Iterab
     grid = sorted({check_sparsity(s, caller, "sparsities") for s in sparsities})
     if not grid:
         raise ValueError(f"The 'sparsities' parameter of {caller} must not be empty.")
-    check_choice(method, METHODS, caller, "method")
-    m = METHODS[method]
-    m.check_options(method_options, caller)
+    get_method(method, caller).check_options(method_options, caller)
     available = [name for name, _ in prunable_layers(model, method, exclude)]
     if layers is None:
         names = available
@@ -185,12 +182,12 @@ def sensitivity_scan(model: nn.Module, evaluate_fn: Callable, sparsities: Iterab
             raise TypeError(f"The 'evaluate_fn' parameter of {caller} must return a number. "
                             f"Got {type(value).__name__} instead.") from None
 
-    dense = score(_copy_model(model))
+    dense = score(copy_model(model))
     results = {}
     for name in names:
         curve = {}
         for s in grid:
-            copy = _copy_model(model)
+            copy = copy_model(model)
             prune(copy, {name: s}, method=method, **method_options)
             curve[s] = score(copy)
             del copy

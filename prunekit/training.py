@@ -17,8 +17,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from ._modules import eval_mode, model_device
 from ._validation import check_choice, check_int
-from .prune import PRUNABLE_TYPES, pruned_tensor_names
+from .reparam import pruned_tensor_names
+from .targets import weight_layers
 
 __all__ = ["seed_everything", "train", "fine_tune", "evaluate", "penalty"]
 
@@ -33,14 +35,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _device(model: nn.Module, device) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
-
-
 def penalty(model: nn.Module, l1: float = 0.0, l2: float = 0.0) -> torch.Tensor:
     """``l1 * sum|w| + l2 * sum w**2`` over the weights of every Linear/Conv layer.
 
@@ -48,15 +42,14 @@ def penalty(model: nn.Module, l1: float = 0.0, l2: float = 0.0) -> torch.Tensor:
     never pushes on weights that are already gone. Biases are not penalised.
     """
     total = None
-    for module in model.modules():
-        if isinstance(module, PRUNABLE_TYPES):
-            w = module.weight
-            term = 0.0
-            if l1:
-                term = term + l1 * w.abs().sum()
-            if l2:
-                term = term + l2 * w.square().sum()
-            total = term if total is None else total + term
+    for _, module in weight_layers(model):
+        w = module.weight
+        term = 0.0
+        if l1:
+            term = term + l1 * w.abs().sum()
+        if l2:
+            term = term + l2 * w.square().sum()
+        total = term if total is None else total + term
     return total if total is not None else torch.zeros(())
 
 
@@ -70,17 +63,13 @@ def evaluate(model: nn.Module, loader, *, device=None) -> float:
         >>> 0.0 <= pk.training.evaluate(pk.models.MLP(), test) <= 1.0
         True
     """
-    device = _device(model, device)
-    was_training = model.training
-    model.eval()
+    device = model_device(model, device)
     correct = total = 0
-    try:
+    with eval_mode(model):
         for x, y in loader:
             x, y = x.to(device), y.to(device)
             correct += int((model(x).argmax(dim=1) == y).sum())
             total += len(y)
-    finally:
-        model.train(was_training)
     if total == 0:
         raise ValueError("The 'loader' parameter of evaluate yielded no samples.")
     return correct / total
@@ -114,7 +103,7 @@ def train(model: nn.Module, loader, *, epochs: int = 1, lr: float = 0.05,
         with ``test_loader``, ``test_accuracy``.
     """
     epochs = check_int(epochs, "train", "epochs", minimum=0)
-    device = _device(model, device)
+    device = model_device(model, device)
     if isinstance(optimizer, torch.optim.Optimizer):
         opt = optimizer
     else:

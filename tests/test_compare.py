@@ -600,7 +600,7 @@ def test_a_model_shrink_cannot_rebuild_is_measured_masked(images):
     test = images[1]
 
     def resnet():
-        return pk.TinyResNet(in_channels=1, width=4)
+        return pk.models.TinyResNet(in_channels=1, width=4)
 
     pk.training.seed_everything(0)
     direct = prune_copy(resnet(), 0.5, "channel", 0, ["fc"])

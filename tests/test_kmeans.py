@@ -31,7 +31,8 @@ import torch
 from torch import nn
 
 import prunekit as pk
-from prunekit import kmeans as km
+from prunekit import reference, sharing
+from prunekit.cluster import solver as km
 
 sklearn_cluster = pytest.importorskip("sklearn.cluster")
 threadpoolctl = pytest.importorskip("threadpoolctl")  # a scikit-learn dependency
@@ -386,8 +387,8 @@ def test_kmeans_mask_rejects_bad_arguments(kwargs, exc, match):
 def test_source_kmeans_mask_reproduces_the_documented_problems():
     w = distribution("normal", 1500, seed=0).view(30, 50)
     with threadpoolctl.threadpool_limits(1):
-        at0 = km.source_kmeans_mask(w, 8, 0.0, seed=0)
-        at5 = km.source_kmeans_mask(w, 8, 0.5, seed=0)
+        at0 = reference.source_kmeans_mask(w, 8, 0.0, seed=0)
+        at5 = reference.source_kmeans_mask(w, 8, 0.5, seed=0)
         fit = sklearn_cluster.KMeans(n_clusters=8, random_state=0).fit(w.reshape(-1, 1).numpy())
     # sparsity 0 still prunes (the cluster with the smallest |centre|)
     assert 0.0 < 1 - at0.float().mean() < 0.5
@@ -511,7 +512,7 @@ def pruned_mlp(seed=0, sparsity=0.7) -> nn.Sequential:
     return model
 
 
-@pytest.mark.parametrize("init", km.SHARING_INITS)
+@pytest.mark.parametrize("init", sharing.SHARING_INITS)
 @pytest.mark.parametrize("bits", [1, 2, 4])
 def test_share_weights_uses_at_most_2_to_the_bits_values_and_keeps_zeros(init, bits):
     model = pruned_mlp()
@@ -549,7 +550,7 @@ def test_share_weights_kmeans_init_has_the_lowest_error():
     model = pruned_mlp(2)
     orig = pk.effective_tensor(model[0]).clone()
     errors = {}
-    for init in km.SHARING_INITS:
+    for init in sharing.SHARING_INITS:
         m = copy.deepcopy(model)
         pk.share_weights(m, bits=3, init=init)
         errors[init] = float(((m[0].weight.detach() - orig) ** 2).sum())

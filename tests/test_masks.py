@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, arrays
 
 import prunekit as pk
-from prunekit import masks
+from prunekit import _select
 
 SPARSITIES = [0.0, 1.0, 0.5, 0.9, 0.333, 0.999]
 SHAPES = [(7,), (1,), (13, 11), (64, 32), (8, 3, 3, 3), (16, 8, 5, 5), (6, 4, 1, 1)]
@@ -341,7 +341,7 @@ def _check_kth(flat: torch.Tensor, ks):
     # worst case (torch's CPU kthvalue takes seconds on descending input)
     ordered = flat.sort().values
     for k in ks:
-        value, count = masks.kth_smallest(flat, k)
+        value, count = _select.kth_smallest(flat, k)
         expected = ordered[k - 1]
         assert value.dtype == flat.dtype and value.dim() == 0
         assert value.item() == expected.item(), (k, value, expected)
@@ -353,7 +353,7 @@ def test_kth_smallest_agrees_with_torch_kthvalue():
                  torch.randn(300_000, generator=torch.Generator().manual_seed(8)),
                  torch.randn(1000, generator=torch.Generator().manual_seed(9))):
         for k in (1, flat.numel() // 2, flat.numel()):
-            value, count = masks.kth_smallest(flat, k)
+            value, count = _select.kth_smallest(flat, k)
             assert torch.equal(value, torch.kthvalue(flat, k).values)
 
 
@@ -374,7 +374,7 @@ def test_descending_input_is_not_quadratic():
 def _adversarial(n: int) -> torch.Tensor:
     """The strided sample sees only huge values: the bracket misses and must fall back."""
     t = torch.arange(n, dtype=torch.float32)
-    t[:: n // masks._SAMPLE] = 1e9
+    t[:: n // _select._SAMPLE] = 1e9
     return t
 
 

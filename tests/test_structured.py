@@ -337,7 +337,7 @@ def grouped():
 
 
 @pytest.mark.parametrize("build, shape, where", [
-    (pk.TinyResNet, (2, 3, 8, 8), "users"),
+    (pk.models.TinyResNet, (2, 3, 8, 8), "users"),
     (Concat, (2, 3, 6, 6), "cat"),
     (grouped, (2, 3, 6, 6), "groups=8"),
 ], ids=["residual", "concat", "grouped"])
@@ -366,7 +366,7 @@ def test_refuses_untraceable_and_shape_dependent_models():
 def test_residual_network_shrinks_when_only_block_internal_convs_are_pruned():
     """The additions see no removed channel, so the chain inside each block shrinks exactly."""
     torch.manual_seed(0)
-    model = randomize(pk.TinyResNet())
+    model = randomize(pk.models.TinyResNet())
     pk.prune(model, {"block1.conv1": 0.5, "block2.conv1": 0.75}, method="channel")
     x = torch.randn(2, 3, 8, 8)
     small = pk.shrink(model, x)
@@ -458,7 +458,7 @@ def test_sensitivity_scan_bad_arguments():
 @needs_tp
 def test_tp_prune_shrinks_a_residual_network_that_shrink_refuses():
     torch.manual_seed(0)
-    model = randomize(pk.TinyResNet())
+    model = randomize(pk.models.TinyResNet())
     x = torch.randn(2, 3, 16, 16)
     masked = pk.prune(copy.deepcopy(model), 0.5, method="channel", exclude=["fc"])
     with pytest.raises(pk.UnsupportedGraphError, match="tp_prune"):
@@ -494,7 +494,7 @@ def test_taylor_importance_needs_gradients():
     import torch_pruning as tp
 
     torch.manual_seed(0)
-    model = pk.TinyResNet()
+    model = pk.models.TinyResNet()
     x = torch.randn(2, 3, 16, 16)
     with pytest.raises(ValueError, match="backward"):
         pk.tp_prune(model, x, 0.5, importance="taylor")
@@ -502,7 +502,7 @@ def test_taylor_importance_needs_gradients():
     small = pk.tp_prune(model, x, 0.5, importance="taylor")
     assert small.block1.conv1.out_channels == 8
     assert all(p.grad is None for p in small.parameters())
-    assert isinstance(pk.PrunekitImportance("taylor"), tp.importance.Importance)
+    assert isinstance(pk.structured.PrunekitImportance("taylor"), tp.importance.Importance)
     other = pk.tp_prune(model, x, 0.25, importance=tp.importance.GroupMagnitudeImportance(p=2))
     assert other.block1.conv1.out_channels == 12
 
@@ -510,4 +510,4 @@ def test_taylor_importance_needs_gradients():
 def test_tp_prune_without_torch_pruning_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch_pruning", None)
     with pytest.raises(ImportError, match="pip install torch-pruning"):
-        pk.tp_prune(pk.TinyResNet(), torch.randn(1, 3, 8, 8), 0.5)
+        pk.tp_prune(pk.models.TinyResNet(), torch.randn(1, 3, 8, 8), 0.5)

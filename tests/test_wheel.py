@@ -39,6 +39,11 @@ def wheel(tmp_path_factory):
 def test_wheel_contains_the_package_and_nothing_else(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     assert "prunekit/__init__.py" in names and "prunekit/masks.py" in names
+    # every module and subpackage of the source tree, nothing left behind
+    source = {p.relative_to(ROOT).as_posix() for p in (ROOT / "prunekit").rglob("*.py")}
+    assert source <= set(names), sorted(source - set(names))
+    subpackages = {p.parent.relative_to(ROOT).as_posix() for p in (ROOT / "prunekit").rglob("__init__.py")}
+    assert len(subpackages) >= 5, subpackages  # prunekit, cluster, measure, methods, structured
     top = {n.split("/")[0] for n in names}
     assert all(t == "prunekit" or t.endswith((".dist-info",)) for t in top), top
 

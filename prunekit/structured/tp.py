@@ -1,19 +1,7 @@
-"""Channel pruning of residual networks through Torch-Pruning's dependency graph.
+"""Channel pruning of residual networks through Torch-Pruning's dependency graph (optional).
 
-:func:`prunekit.shrink` rebuilds chains of layers exactly and refuses anything where
-channels are coupled across layers: a residual addition needs the *same* channels
-removed from every tensor it adds, a concatenation shifts channel indices, a depthwise
-convolution ties its inputs to its outputs. Torch-Pruning (Fang et al. 2023, DepGraph)
-finds those couplings automatically: it groups every parameter that must lose the same
-channels and removes them together.
-
-This module connects the two: :class:`prunekit.PrunekitImportance` scores Torch-Pruning's
-groups with prunekit's criteria (L1/L2 channel norms as in :func:`prunekit.channel_mask`,
-or first-order Taylor), and :func:`prunekit.tp_prune` runs Torch-Pruning's pruner on a copy of
-the model. Torch-Pruning is an optional dependency (``pip install torch-pruning``); it
-is imported only when these functions run.
-
-:class:`prunekit.TinyResNet` is a small residual network to try it on.
+:class:`PrunekitImportance` scores Torch-Pruning's groups of coupled channels with prunekit's
+criteria; :func:`tp_prune` runs Torch-Pruning's pruner on a copy of the model.
 """
 
 from __future__ import annotations
@@ -23,11 +11,12 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from . import criteria
-from ._validation import check_choice, check_sparsity
-from .structured import _copy_model, _strip_masks
+from .. import scores as criteria
+from .._modules import eval_mode
+from .._validation import check_choice, check_example_input, check_model, check_sparsity
+from ..reparam import copy_model, strip_masks
 
-__all__ = ["tp_prune", "PrunekitImportance", "TinyResNet", "TP_IMPORTANCES"]
+__all__ = ["tp_prune", "PrunekitImportance", "TP_IMPORTANCES"]
 
 #: the ``importance`` names :func:`prunekit.tp_prune` and :class:`prunekit.PrunekitImportance` accept
 TP_IMPORTANCES = ("l1", "l2", "taylor")
@@ -194,17 +183,9 @@ def tp_prune(model: nn.Module, example_input, sparsity, *, importance="l1",
         True
     """
     caller = "tp_prune"
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"The 'model' parameter of {caller} must be a torch.nn.Module. "
-                        f"Got {type(model).__name__} instead.")
-    if isinstance(example_input, torch.Tensor):
-        inputs = example_input
-    elif isinstance(example_input, (tuple, list)) and example_input and all(
-            isinstance(t, torch.Tensor) for t in example_input):
-        inputs = tuple(example_input)
-    else:
-        raise TypeError(f"The 'example_input' parameter of {caller} must be a torch.Tensor (or a "
-                        f"tuple of tensors). Got {type(example_input).__name__} instead.")
+    check_model(model, caller)
+    args = check_example_input(example_input, caller)
+    inputs = args[0] if isinstance(example_input, torch.Tensor) else args
     if isinstance(sparsity, Mapping):
         ratios = {k: check_sparsity(v, caller, f"sparsity[{k!r}]") for k, v in sparsity.items()}
         default_ratio = 0.0
@@ -219,11 +200,11 @@ def tp_prune(model: nn.Module, example_input, sparsity, *, importance="l1",
                         f"{TP_IMPORTANCES} or a Torch-Pruning importance. Got {importance!r} instead.")
     tp = _import_tp(caller)
 
-    work = _copy_model(model)
+    work = copy_model(model)
     for src, dst in zip(model.parameters(), work.parameters()):  # deepcopy drops .grad
         if src.grad is not None:
             dst.grad = src.grad.detach().clone()
-    _strip_masks(work)
+    strip_masks(work)
     if ignored_layers is None:
         layers = [m for m in work.modules() if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))]
         ignored = layers[-1:]
@@ -235,23 +216,16 @@ def tp_prune(model: nn.Module, example_input, sparsity, *, importance="l1",
     if ratios is not None:
         ratio_dict = dict(zip(_resolve_layers(model, work, list(ratios), caller, "sparsity"),
                               ratios.values()))
-    modes = [(m, m.training) for m in work.modules()]
-    work.eval()
-    try:
-        with torch.enable_grad():
-            args = inputs if isinstance(inputs, tuple) else (inputs,)
-            with torch.no_grad():
-                before = work(*args)
-            pruner = tp.pruner.BasePruner(
-                work, inputs, importance=imp, pruning_ratio=default_ratio,
-                pruning_ratio_dict=ratio_dict, ignored_layers=ignored, round_to=round_to,
-                global_pruning=global_pruning, **pruner_options)
-            pruner.step()
-            with torch.no_grad():
-                after = work(*args)
-    finally:
-        for m, mode in modes:
-            m.training = mode
+    with eval_mode(work), torch.enable_grad():
+        with torch.no_grad():
+            before = work(*args)
+        pruner = tp.pruner.BasePruner(
+            work, inputs, importance=imp, pruning_ratio=default_ratio,
+            pruning_ratio_dict=ratio_dict, ignored_layers=ignored, round_to=round_to,
+            global_pruning=global_pruning, **pruner_options)
+        pruner.step()
+        with torch.no_grad():
+            after = work(*args)
     if isinstance(before, torch.Tensor) and before.shape != after.shape:
         raise ValueError(
             f"{caller} would change the model's output shape from {tuple(before.shape)} to "
@@ -260,58 +234,3 @@ def tp_prune(model: nn.Module, example_input, sparsity, *, importance="l1",
     for p in work.parameters():
         p.grad = None
     return work
-
-
-class TinyResNet(nn.Module):
-    """A small residual CNN (two basic blocks, one with a 1x1 projection) for examples.
-
-    ``stem`` conv 3x3 + BatchNorm + ReLU -> ``block1`` (identity shortcut) -> ``block2``
-    (stride 2, ``conv`` 1x1 + BatchNorm shortcut) -> global average pool -> ``fc``.
-    The additions couple the channels of the stem, of each block's second convolution
-    and of the shortcut, which is why :func:`prunekit.shrink` refuses to remove them
-    and :func:`prunekit.tp_prune` is needed.
-
-    Args:
-        in_channels: image channels.
-        width: channels of the stem and the first block; the second block has twice as many.
-        n_classes: output size.
-
-    Examples:
-        >>> import torch, prunekit as pk
-        >>> pk.TinyResNet()(torch.randn(2, 3, 16, 16)).shape
-        torch.Size([2, 10])
-    """
-
-    class Block(nn.Module):
-        """conv-BN-ReLU-conv-BN plus a shortcut, then ReLU."""
-
-        def __init__(self, c_in: int, c_out: int, stride: int = 1):
-            super().__init__()
-            self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
-            self.bn1 = nn.BatchNorm2d(c_out)
-            self.relu = nn.ReLU()
-            self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
-            self.bn2 = nn.BatchNorm2d(c_out)
-            self.shortcut = nn.Sequential()
-            if stride != 1 or c_in != c_out:
-                self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False),
-                                              nn.BatchNorm2d(c_out))
-
-        def forward(self, x):
-            out = self.relu(self.bn1(self.conv1(x)))
-            out = self.bn2(self.conv2(out))
-            return self.relu(out + self.shortcut(x))
-
-    def __init__(self, in_channels: int = 3, width: int = 16, n_classes: int = 10):
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False),
-                                  nn.BatchNorm2d(width), nn.ReLU())
-        self.block1 = TinyResNet.Block(width, width)
-        self.block2 = TinyResNet.Block(width, 2 * width, stride=2)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.flatten = nn.Flatten()
-        self.fc = nn.Linear(2 * width, n_classes)
-
-    def forward(self, x):
-        x = self.block2(self.block1(self.stem(x)))
-        return self.fc(self.flatten(self.pool(x)))

@@ -1,9 +1,4 @@
-"""Importance scores: tensors in, scores out. Higher score = more important = kept longer.
-
-Each function is pure (inputs are never modified) and vectorised. Scores are computed per
-*unit*: a single weight for unstructured criteria, an output channel for
-:func:`channel_scores`, a ``k x k`` kernel for :func:`kernel_scores`.
-"""
+"""Importance scores: tensors in, scores out (higher = kept longer); pure and vectorised."""
 
 from __future__ import annotations
 
@@ -14,11 +9,20 @@ __all__ = [
     "gradient_scores",
     "channel_scores",
     "kernel_scores",
+    "statistic_scores",
     "GRADIENT_CRITERIA",
+    "GRADIENT_SCORES",
+    "STATISTIC_OF",
 ]
 
 #: criterion name -> what it scores (the docstring of :func:`gradient_scores` explains each)
 GRADIENT_CRITERIA = ("gradient", "taylor")
+
+#: gradient score (and ``prune`` method) -> the gradient statistic it is computed from
+STATISTIC_OF = {"gradient": "abs_grad", "taylor": "grad", "fisher": "sq_grad"}
+
+#: the gradient-based scores (and ``prune`` methods): ``"gradient"``, ``"taylor"``, ``"fisher"``
+GRADIENT_SCORES = tuple(STATISTIC_OF)
 
 
 def magnitude_scores(weight: torch.Tensor, p: int = 1) -> torch.Tensor:
@@ -59,3 +63,15 @@ def channel_scores(weight: torch.Tensor, p: int = 1) -> torch.Tensor:
 def kernel_scores(weight: torch.Tensor, p: int = 1) -> torch.Tensor:
     """Lp norm of each ``kH x kW`` kernel of a 4-D conv weight: shape ``(out, in)``."""
     return torch.linalg.vector_norm(weight.detach(), ord=p, dim=(2, 3))
+
+
+def statistic_scores(criterion: str, weight: torch.Tensor, stat: torch.Tensor) -> torch.Tensor:
+    """Per-weight score of a gradient criterion from the statistic it reads (:data:`STATISTIC_OF`).
+
+    ``"gradient"``: ``|sum_b |g_b|| = sum_b |g_b|``; ``"taylor"``: ``|w * sum_b g_b|``;
+    ``"fisher"``: ``w**2 * sum_b g_b**2``.
+    """
+    if criterion == "fisher":
+        w = weight.detach()
+        return w * w * stat.detach()
+    return gradient_scores(weight, stat, criterion)

@@ -36,14 +36,19 @@ from torch import nn
 from tqdm import tqdm
 
 from . import training
+from ._modules import last_layer, model_device, resolve_modules
 from ._table import format_table
-from ._validation import check_choice, check_int, check_sparsity
-from .gradients import GRADIENT_SCORES, _STATISTIC_OF, collect_gradient_stats
-from .metrics import sparsity as achieved_sparsity
-from .profile import count_macs, count_parameters, sparse_storage_bits
-from .prune import (METHODS, PRUNABLE_TYPES, SCOPES, effective_tensor, prunable_layers, prune,
-                    resolve_modules)
+from ._validation import check_choice, check_int, check_model, check_sparsity
+from .gradients import collect_gradient_stats
+from .measure import count_macs, count_parameters, sparse_storage_bits
+from .measure import sparsity as achieved_sparsity
+from .measure.latency import time_calls
+from .methods import METHODS
+from .plotting import band, mean_std
+from .pruning import SCOPES, prunable_layers, prune
+from .reparam import effective_tensor
 from .structured import UnsupportedGraphError, shrink
+from .targets import weight_layers
 
 __all__ = ["compare", "Comparison", "DEFAULT_METHODS"]
 
@@ -181,14 +186,10 @@ def _first_batch(loader, name: str) -> torch.Tensor:
     return x
 
 
-def _device(model: nn.Module) -> torch.device:
-    return next((p.device for p in model.parameters()), torch.device("cpu"))
-
-
 def _build(model_fn, seed: int) -> nn.Module:
     training.seed_everything(seed)
     model = model_fn()
-    if not isinstance(model, nn.Module):
+    if not isinstance(model, nn.Module):  # the function's result, not an argument itself
         raise TypeError(f"The 'model_fn' parameter of {_CALLER} must return a torch.nn.Module. "
                         f"Got {type(model).__name__} instead.")
     return model
@@ -219,12 +220,11 @@ def _stored_bits(model: nn.Module, fmt: str) -> int:
     """Bits of all parameters at 32 bits per value: each Linear/Conv weight in the smaller of
     a dense tensor and the sparse format ``fmt``, every other parameter dense."""
     total, weights = 0, 0
-    for module in model.modules():
-        if isinstance(module, PRUNABLE_TYPES):
-            w = effective_tensor(module, "weight").detach()
-            weights += w.numel()
-            dense = sparse_storage_bits(w, "dense")
-            total += dense if fmt == "dense" else min(dense, sparse_storage_bits(w, fmt))
+    for _, module in weight_layers(model):
+        w = effective_tensor(module, "weight").detach()
+        weights += w.numel()
+        dense = sparse_storage_bits(w, "dense")
+        total += dense if fmt == "dense" else min(dense, sparse_storage_bits(w, fmt))
     return total + 32 * (count_parameters(model) - weights)
 
 
@@ -353,12 +353,12 @@ def compare(model_fn: Callable[[], nn.Module], train_loader, test_loader, *,
     score = evaluate or (lambda m: training.evaluate(m, test_loader))
 
     probe = _build(model_fn, seeds[0])  # to check methods and exclude before any training
-    layers = prunable_layers(probe)
     if isinstance(exclude, str) and exclude == "classifier":
-        if not layers:
+        last = last_layer(probe)
+        if last is None:
             raise ValueError(f"{_CALLER} found no nn.Linear/nn.Conv* layer in "
                              f"{type(probe).__name__}: nothing to prune.")
-        exclude = [layers[-1][0]]
+        exclude = [last[0]]
     elif isinstance(exclude, str):
         raise TypeError(f"The 'exclude' parameter of {_CALLER} must be 'classifier' or a list of "
                         f"layer names or modules. Got {exclude!r} instead.")
@@ -386,7 +386,7 @@ def compare(model_fn: Callable[[], nn.Module], train_loader, test_loader, *,
         for seed in seeds:
             bar.set_postfix_str(f"seed {seed}: dense", refresh=False)
             dense = _build(model_fn, seed)
-            device = _device(dense)
+            device = model_device(dense)
             example = x_test[:1].to(device)
             x_lat = x_test[:latency_batch].to(device)
             _run_step(train, dense, train_loader, fine=False)
@@ -398,17 +398,15 @@ def compare(model_fn: Callable[[], nn.Module], train_loader, test_loader, *,
                                "macs": dense_macs})
             bar.update(1)
             stats = None
-            needed = sorted({_STATISTIC_OF[s.method] for s in specs
-                             if s.method in GRADIENT_SCORES and "stats" not in s.options
-                             and "loader" not in s.options})
+            needed = sorted({METHODS[s.method].statistic for s in specs if _needs_stats(s)})
             if needed:
                 stats = collect_gradient_stats(dense, train_loader, loss_fn, statistics=needed,
                                                max_batches=gradient_batches)
             for spec in specs:
                 options = dict(spec.options)
-                if spec.method == "random":
+                if "seed" in METHODS[spec.method].options:
                     options.setdefault("seed", seed)
-                if spec.method in GRADIENT_SCORES and "stats" not in options and "loader" not in options:
+                if _needs_stats(spec):
                     options["stats"] = stats
                 for s in sparsities:
                     bar.set_postfix_str(f"seed {seed}: {spec.label} @ {s:g}", refresh=False)
@@ -465,37 +463,14 @@ def _measure(model, method, example, x_lat, dense, dense_params, dense_macs,
 
 def _paired_latency(a: nn.Module, b: nn.Module, x: torch.Tensor, repeats: int, threads) -> tuple:
     """Median latency (ms) of ``a`` and ``b``, timed alternately so drift hits both alike."""
-    sync = torch.cuda.synchronize if x.device.type == "cuda" else (lambda: None)
-    previous = torch.get_num_threads()
-    times = ([], [])
-    try:
-        if threads is not None:
-            torch.set_num_threads(threads)
-        with torch.inference_mode():
-            for model in (a, b, a, b):  # warm-up
-                model(x)
-            sync()
-            for _ in range(repeats):
-                for model, bucket in zip((a, b), times):
-                    start = time.perf_counter()
-                    model(x)
-                    sync()
-                    bucket.append((time.perf_counter() - start) * 1e3)
-    finally:
-        torch.set_num_threads(previous)
-    return statistics.median(times[0]), statistics.median(times[1])
+    (ta, tb), _ = time_calls([a, b], (x,), warmup=2, repeats=repeats, threads=threads)
+    return statistics.median(ta), statistics.median(tb)
 
 
-def _mean_std(values):
-    """Mean and sample standard deviation of the measured values (``None``: not measured)."""
-    values = [v for v in values if v is not None]
-    if not values:
-        return None, None
-    if len(values) < 2:
-        return float(values[0]), 0.0
-    if any(math.isinf(v) for v in values):
-        return statistics.fmean(values), math.nan
-    return statistics.fmean(values), statistics.stdev(values)
+def _needs_stats(spec) -> bool:
+    """A gradient method whose statistics ``compare`` collects (none given in its options)."""
+    return (METHODS[spec.method].needs == "gradients" and "stats" not in spec.options
+            and "loader" not in spec.options)
 
 
 @dataclass
@@ -541,7 +516,7 @@ class Comparison:
     @property
     def dense_accuracy(self) -> tuple:
         """Mean and standard deviation of the dense models' accuracy over seeds."""
-        return _mean_std([d["accuracy"] for d in self.dense])
+        return mean_std([d["accuracy"] for d in self.dense])
 
     def summary(self) -> list:
         """Mean and standard deviation over seeds, one dict per method x sparsity.
@@ -557,7 +532,7 @@ class Comparison:
         for (method, s), rows in sorted(groups.items(), key=lambda kv: (order[kv[0][0]], kv[0][1])):
             item = {"method": method, "sparsity": s, "n": len(rows)}
             for metric in METRICS:
-                item[f"{metric}_mean"], item[f"{metric}_std"] = _mean_std([r[metric] for r in rows])
+                item[f"{metric}_mean"], item[f"{metric}_std"] = mean_std([r[metric] for r in rows])
             out.append(item)
         return out
 
@@ -634,10 +609,7 @@ class Comparison:
             mean = [p[f"{y}_mean"] for p in points]
             std = [p[f"{y}_std"] or 0.0 for p in points]
             style = {**STYLES.get(method, {}), **(styles or {}).get(method, {})}
-            line, = ax.plot(xs, mean, marker="o", markersize=3, label=method, **style)
-            ax.fill_between(xs, [m - s for m, s in zip(mean, std)],
-                            [m + s for m, s in zip(mean, std)], color=line.get_color(),
-                            alpha=0.15, linewidth=0)
+            band(ax, xs, mean, std, label=method, alpha=0.15, **style)
         if "accuracy" in y:
             ax.axhline(self.dense_accuracy[0], color="black", linestyle=":", linewidth=1,
                        label="dense")

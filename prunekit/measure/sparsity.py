@@ -1,4 +1,4 @@
-"""Measuring what pruning did: achieved sparsity per layer and for the model."""
+"""Achieved sparsity: per layer and for the model, read from the masked weights."""
 
 from __future__ import annotations
 
@@ -7,14 +7,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ._table import format_table
-from .prune import PRUNABLE_TYPES, effective_tensor, pruned_tensor_names
+from .._table import format_table
+from .._validation import check_model
+from ..reparam import effective_tensor, is_masked
+from ..targets import weight_layers
 
 __all__ = ["sparsity", "sparsity_report", "SparsityReport", "LayerSparsity"]
-
-
-def _prunable(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)]
 
 
 def sparsity(model_or_tensor) -> float:
@@ -115,12 +113,8 @@ def sparsity_report(model: nn.Module) -> SparsityReport:
         -----------------------------------------------------
         total                    100     30    30.00%  yes
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(
-            f"The 'model' parameter of sparsity_report must be a torch.nn.Module. "
-            f"Got {type(model).__name__} instead."
-        )
-    layers = _prunable(model)
+    check_model(model, "sparsity_report")
+    layers = weight_layers(model)
     if not layers:
         raise ValueError(
             f"{type(model).__name__} has no nn.Linear or nn.Conv* layers to report on."
@@ -130,6 +124,6 @@ def sparsity_report(model: nn.Module) -> SparsityReport:
         w = effective_tensor(module, "weight")
         rows.append(LayerSparsity(
             name or "(model)", type(module).__name__, tuple(w.shape), w.numel(),
-            w.numel() - int(torch.count_nonzero(w)), "weight" in pruned_tensor_names(module),
+            w.numel() - int(torch.count_nonzero(w)), is_masked(module, "weight"),
         ))
     return SparsityReport(tuple(rows))

@@ -1,0 +1,125 @@
+"""``prune``: choose what to prune with a method, in a scope, and attach the masks."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+import torch.nn.utils.parametrize
+from torch import nn
+
+from ._modules import module_ids
+from ._validation import check_choice, check_model, check_sparsity, check_weight
+from .methods import get_method, plan_masks
+from .reparam import attach_mask, effective_tensor
+
+__all__ = ["prune", "prunable_layers", "SCOPES"]
+
+#: ``"layer"``: each layer loses its own fraction; ``"global"``: one ranking over all layers.
+SCOPES = ("layer", "global")
+
+
+def prunable_layers(model: nn.Module, method: str = "l1", exclude=()) -> list[tuple[str, nn.Module]]:
+    """``(name, module)`` of the layers ``prune(model, ..., method=method)`` would prune."""
+    caller = "prunable_layers"
+    check_model(model, caller)
+    m = get_method(method, caller)
+    skip = module_ids(model, exclude, caller, "exclude")
+    return [(n, mod) for n, mod in model.named_modules() if m.applies_to(mod) and id(mod) not in skip]
+
+
+def prune(model: nn.Module, sparsity, *, method: str = "l1", scope: str = "layer",
+          exclude=(), **method_options) -> nn.Module:
+    """Prune ``model`` in place and return it.
+
+    Args:
+        model: any ``nn.Module``. By default the ``weight`` of every ``nn.Linear`` and
+            ``nn.Conv*`` layer is pruned (``"channel"``: not transposed convs;
+            ``"kernel"``: ``nn.Conv2d`` only).
+        sparsity: the **absolute** fraction of units to prune, in [0, 1]: weights for
+            ``"l1"``/``"l2"``, output channels for ``"channel"``, kernels for ``"kernel"``.
+            Exactly ``round(sparsity * n)`` units are pruned. With ``scope="layer"`` it may
+            also be a mapping ``{layer_name: sparsity}`` (a per-layer plan); only the
+            named layers are pruned. Pruning an already pruned model again reaches the new
+            target and keeps every pruned weight pruned.
+        method: a name in ``prunekit.METHODS``:
+
+            * ``"l1"``, ``"l2"``: magnitude (chapter 1);
+            * ``"random"``: the baseline (option ``seed``);
+            * ``"gradient"`` (``Σ|g|``), ``"taylor"`` (``|w·Σg|``), ``"fisher"`` (``w²·Σg²``):
+              chapter 2; pass ``stats=`` from :func:`prunekit.gradients.collect_gradient_stats`, or
+              ``loader=`` and ``loss_fn=`` (with ``max_batches``, ``mode``, ``device``,
+              ``progress``) to collect them;
+            * ``"kmeans"``: whole clusters of weights (chapter 3; option ``n_clusters``);
+            * ``"channel"``, ``"kernel"``: structured (chapter 4; option ``p``).
+        scope: ``"layer"``: every layer loses exactly its fraction. ``"global"``: one
+            ranking over all layers' units, so layers end up with different sparsities
+            (for ``"l1"`` the same choice as ``torch.nn.utils.prune.global_unstructured``).
+            For channels the raw norms of different layers are compared as they are.
+        exclude: modules, or their names as in ``model.named_modules()``, to leave dense
+            (a common choice: the classifier, ShrinkBench's default).
+        **method_options: options of the method, e.g. ``p=2`` for ``"channel"``.
+
+    Returns:
+        ``model``, with ``weight_orig``/``weight_mask`` on every pruned layer. For
+        ``"channel"`` the bias and the following BatchNorm's weight and bias are masked
+        too, so a pruned channel outputs exactly zero.
+
+    Raises:
+        TypeError, ValueError: for a bad argument; the model is left untouched.
+
+    Note:
+        Masking makes weights zero; it does not make the model smaller or faster. Use
+        :func:`prunekit.shrink` after channel pruning to remove channels physically.
+
+    Examples:
+        >>> import torch, prunekit as pk
+        >>> model = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+        >>> _ = pk.prune(model, 0.5, method="l1", scope="global")
+        >>> pk.sparsity(model)
+        0.5
+    """
+    caller = "prune"
+    check_model(model, caller)
+    m = get_method(method, caller)
+    check_choice(scope, SCOPES, caller, "scope")
+    options = m.check_options(method_options, caller)
+    skip = module_ids(model, exclude, caller, "exclude")
+    layers = [(n, mod) for n, mod in model.named_modules() if m.applies_to(mod) and id(mod) not in skip]
+    if not layers:
+        raise ValueError(
+            f"prune found no layers to prune with method={method!r} in {type(model).__name__} "
+            f"(it prunes {m.describe_targets()}; excluded: {len(skip)} module(s))."
+        )
+    if isinstance(sparsity, Mapping):
+        if scope != "layer":
+            raise ValueError(
+                "The 'sparsity' parameter of prune can be a per-layer mapping only with "
+                f"scope='layer'. Got scope={scope!r} instead."
+            )
+        names = {n for n, _ in layers}
+        plan = {}
+        for key, value in sparsity.items():
+            if key not in names:
+                raise ValueError(
+                    f"The 'sparsity' parameter of prune names layer {key!r}, which is not a "
+                    f"layer method={method!r} prunes here. Prunable layers: {sorted(names)}."
+                )
+            plan[key] = check_sparsity(value, caller, f"sparsity[{key!r}]")
+        layers = [(n, mod) for n, mod in layers if n in plan]
+        sparsity = plan
+    else:
+        sparsity = check_sparsity(sparsity, caller)
+    for name, module in layers:
+        if torch.nn.utils.parametrize.is_parametrized(module, "weight"):
+            raise ValueError(
+                f"prune cannot mask layer {name or 'model'!r}: its weight is parametrized "
+                "(e.g. by prunekit.share_weights). Prune first, then share weights."
+            )
+        check_weight(effective_tensor(module, "weight"), caller, f"{name or 'model'}.weight")
+    options = m.prepare(model, layers, options)
+
+    masks = plan_masks(m, model, layers, sparsity, scope, options)  # nothing changed yet
+    for (module, tensor_name), keep in masks.items():
+        attach_mask(module, tensor_name, keep)
+    return model
