@@ -1,6 +1,6 @@
 # Two commands (see README.md):
 #   make book   build the book into _build/html (executes every chapter)
-#   make test   unit tests, the wheel test, every chapter under nbval, and a book build
+#   make test   the linter, unit tests, the wheel test, every chapter under nbval, and a book build
 #               that checks the book without executing the chapters a second time
 # Each creates or updates .venv from requirements.txt and installs prunekit from this checkout.
 
@@ -15,7 +15,7 @@ JB     := $(BIN)/jupyter-book build . -W -n --keep-going
 # by the book build and by nbval inherit it.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: book book-check test test-unit test-notebooks bench clean venv
+.PHONY: book book-check lint test test-unit test-notebooks bench clean venv
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,9 @@ venv: $(STAMP)
 book: $(STAMP)
 	$(JB)
 	@echo "Book built: open _build/html/index.html"
+
+lint: $(STAMP)
+	$(BIN)/ruff check
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests
@@ -45,7 +48,7 @@ book-check: $(STAMP)
 	grep -q 'execute_notebooks: "off"' _build/check/_config.yml
 	$(BIN)/jupyter-book build . -W -n --keep-going --config _build/check/_config.yml --path-output _build/check
 
-test: test-unit test-notebooks book-check
+test: lint test-unit test-notebooks book-check
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/masks.py

@@ -28,9 +28,9 @@ import time
 
 import numpy as np
 import torch
+from prunekit.kmeans import source_kmeans_mask
 
 import prunekit as pk
-from prunekit.kmeans import source_kmeans_mask
 
 
 def best_time(fn, repeats: int) -> tuple[float, object]:

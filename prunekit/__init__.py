@@ -45,9 +45,9 @@ from .masks import (
 )
 from .measure import (
     CompressionReport,
+    Latency,
     LayerCompression,
     LayerSparsity,
-    Latency,
     ModelComparison,
     SparsityReport,
     compare_models,

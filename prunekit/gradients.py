@@ -1,22 +1,15 @@
-"""Gradient statistics over many mini-batches (sum of g, of |g|, of g**2 per weight).
-
-For every layer, with ``g_b`` the gradient of batch ``b``'s loss with respect to its weight,
-:func:`collect_gradient_stats` sums ``"grad"`` (``sum_b g_b``), ``"abs_grad"``
-(``sum_b |g_b|``) and ``"sq_grad"`` (``sum_b g_b**2``); the gradient methods of
-:func:`prunekit.prune` score weights from them (see :mod:`prunekit.scores`).
-"""
+"""Gradient statistics over many mini-batches: sums of ``g``, ``|g|`` and ``g**2`` per weight."""
 
 from __future__ import annotations
 
 import sys
-import warnings
 from collections.abc import Callable, Iterable, Mapping
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from ._modules import WIDE, resolve_modules, saved_modes
+from ._modules import WIDE, resolve_modules
 from ._validation import check_choice, check_int, check_loader, check_loss_fn, check_model, describe
 from .reparam import effective_tensor, is_masked, pruned_tensor_names
 from .scores import GRADIENT_SCORES, STATISTIC_OF, statistic_scores

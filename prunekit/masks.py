@@ -1,8 +1,4 @@
-"""Tensor-level masks: one weight (and its gradient) in, a boolean keep-mask out (True = keep).
-
-Every function is pure. All but ``kmeans_mask`` (whole clusters) prune exactly ``round(sparsity * n)``
-units, the lowest scores, ties to the lower index.
-"""
+"""Tensor-level masks: a weight (and its gradient) in, a boolean keep-mask out (``True`` = keep)."""
 
 from __future__ import annotations
 

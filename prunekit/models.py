@@ -1,8 +1,4 @@
-"""The small models the book prunes, written as plain ``nn.Sequential`` chains.
-
-Named layers (``fc1``, ``conv2``, ...) make reports readable and ``exclude=["fc3"]``
-easy, and a plain chain is what ``prunekit.shrink`` can rebuild physically smaller.
-"""
+"""Example networks with named layers: MLPs, LeNet-300-100, LeNet-5, a small VGG, TinyResNet."""
 
 from __future__ import annotations
 

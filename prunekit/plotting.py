@@ -1,7 +1,4 @@
-"""Figures the chapters share (matplotlib): one message per figure, labelled axes.
-
-matplotlib is imported when a function is called, so ``import prunekit`` never needs it.
-"""
+"""Figures (matplotlib, imported when a function runs): curves with bands, histograms, masks."""
 
 from __future__ import annotations
 

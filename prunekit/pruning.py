@@ -44,14 +44,14 @@ def prune(model: nn.Module, sparsity, *, method: str = "l1", scope: str = "layer
             target and keeps every pruned weight pruned.
         method: a name in ``prunekit.METHODS``:
 
-            * ``"l1"``, ``"l2"``: magnitude (chapter 1);
+            * ``"l1"``, ``"l2"``: magnitude;
             * ``"random"``: the baseline (option ``seed``);
             * ``"gradient"`` (``Σ|g|``), ``"taylor"`` (``|w·Σg|``), ``"fisher"`` (``w²·Σg²``):
-              chapter 2; pass ``stats=`` from :func:`prunekit.gradients.collect_gradient_stats`, or
+              pass ``stats=`` from :func:`prunekit.gradients.collect_gradient_stats`, or
               ``loader=`` and ``loss_fn=`` (with ``max_batches``, ``mode``, ``device``,
               ``progress``) to collect them;
-            * ``"kmeans"``: whole clusters of weights (chapter 3; option ``n_clusters``);
-            * ``"channel"``, ``"kernel"``: structured (chapter 4; option ``p``).
+            * ``"kmeans"``: whole clusters of weights (option ``n_clusters``);
+            * ``"channel"``, ``"kernel"``: structured (option ``p``).
         scope: ``"layer"``: every layer loses exactly its fraction. ``"global"``: one
             ranking over all layers' units, so layers end up with different sparsities
             (for ``"l1"`` the same choice as ``torch.nn.utils.prune.global_unstructured``).

@@ -1,7 +1,4 @@
-"""The source document's code as written, kept so the book can show what goes wrong with it.
-
-Not part of prunekit's API and never imported by the rest of the package. Do not use it.
-"""
+"""The source document's code as written, for the book to show its problems; not part of the API."""
 
 from __future__ import annotations
 

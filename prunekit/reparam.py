@@ -1,10 +1,4 @@
-"""The one masking mechanism: ``torch.nn.utils.prune``'s ``weight_orig * weight_mask``.
-
-A pruned tensor's parameter moves to ``<name>_orig`` (the same ``Parameter`` object, so an
-optimizer built earlier keeps training it), its mask is the buffer ``<name>_mask``, and a
-forward pre-hook recomputes ``<name> = <name>_orig * <name>_mask`` as a :class:`PrunedTensor`,
-which keeps the model copyable (``copy.deepcopy``, ``pickle``) even after a forward pass.
-"""
+"""The one masking mechanism: ``torch.nn.utils.prune``'s ``<name>_orig * <name>_mask``, kept copyable."""
 
 from __future__ import annotations
 

@@ -1,24 +1,10 @@
-"""Gradual pruning schedules: how much to prune at each step of training.
-
-Zhu and Gupta (2017) prune *during* training, raising the sparsity from ``s_i`` to ``s_f``
-over ``n`` pruning steps spaced ``dt`` apart with a cubic schedule
-
-.. math::
-
-    s_t = s_f + (s_i - s_f)\\left(1 - \\frac{t - t_0}{n\\,\\Delta t}\\right)^3,
-    \\qquad t \\in \\{t_0, t_0 + \\Delta t, \\dots, t_0 + n\\Delta t\\},
-
-which prunes quickly while many redundant weights remain and slowly near the end. Because
-prunekit's masks are nested and ``prune`` takes the *absolute* target, applying the
-schedule is just calling ``prune`` with ``s_t`` at each step: :class:`GradualPruning` does
-that as a :func:`prunekit.training.train` callback.
-"""
+"""Gradual pruning schedules (Zhu and Gupta's cubic schedule) and a training callback."""
 
 from __future__ import annotations
 
 import numbers
 
-from ._validation import check_choice, check_int, check_sparsity
+from ._validation import check_choice, check_int, check_sparsity, invalid
 from .pruning import prune
 
 __all__ = ["cubic_sparsity", "schedule", "GradualPruning"]
@@ -43,9 +29,9 @@ def cubic_sparsity(step: float, final_sparsity: float, *, start: float, end: flo
     initial_sparsity = check_sparsity(initial_sparsity, caller, "initial_sparsity")
     for name, value in (("step", step), ("start", start), ("end", end)):
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise TypeError(f"The {name!r} parameter of {caller} must be a real number. Got {value!r} instead.")
+            raise invalid(TypeError, name, caller, "a real number", repr(value))
     if end <= start:
-        raise ValueError(f"The 'end' parameter of {caller} must be greater than 'start' ({start!r}). Got {end!r} instead.")
+        raise invalid(ValueError, "end", caller, f"greater than 'start' ({start!r})", repr(end))
     if step <= start:
         return initial_sparsity
     if step >= end:

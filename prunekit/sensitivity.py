@@ -1,10 +1,4 @@
-"""Sensitivity analysis: prune one layer at a time and watch the metric.
-
-Li et al. (2017) and Distiller's ``perform_sensitivity_analysis`` prune each layer alone at
-a range of sparsities, without retraining, and evaluate. Layers differ sharply: some lose
-nothing at 80 %, others collapse at 20 %. The scan turns into a per-layer plan
-(:meth:`prunekit.SensitivityScan.plan`) that :func:`prunekit.prune` accepts directly.
-"""
+"""Sensitivity analysis: prune one layer at a time and watch the metric; turn it into a plan."""
 
 from __future__ import annotations
 

@@ -188,7 +188,7 @@ def share_weights(model: nn.Module, *, bits: int | None = None, n_clusters: int 
         w = check_weight(effective_tensor(module, "weight"), caller, f"{name or 'model'}.weight")
         plans.append((name, module, w))
     prepared = []
-    for name, module, w in plans:  # compute everything before changing anything
+    for _name, module, w in plans:  # compute everything before changing anything
         mask = w != 0
         values = w[mask]
         if values.numel():

@@ -1,11 +1,4 @@
-"""Train, evaluate and fine-tune, with pruning masks kept in force.
-
-Masks stay in force by construction: prunekit prunes through ``torch.nn.utils.prune``,
-so a pruned layer computes with ``weight_orig * weight_mask`` and the gradient of every
-pruned entry is exactly zero. Fine-tuning is therefore ordinary training of the pruned
-model; :func:`fine_tune` additionally checks that the model is pruned and that the zeros
-survived.
-"""
+"""Train, evaluate and fine-tune with pruning masks kept in force."""
 
 from __future__ import annotations
 

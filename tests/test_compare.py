@@ -21,7 +21,6 @@ from torch import nn
 
 import prunekit as pk
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 

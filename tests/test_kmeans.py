@@ -448,7 +448,7 @@ def test_prune_kmeans_is_nested_and_clusters_only_unpruned_weights(scope):
     for n in LINEARS:
         now = model.get_submodule(n).weight_mask.bool()
         assert not (now & ~first[n]).any()  # never revived
-    for key, row in info.items():
+    for row in info.values():
         assert row.n_already_pruned > 0
         assert sum(row.sizes) == row.n_weights - row.n_already_pruned  # pruned ones not clustered
     total = sum(int((model.get_submodule(n).weight_mask == 0).sum()) for n in LINEARS)

@@ -9,7 +9,6 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import prunekit as pk
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 

@@ -279,7 +279,7 @@ def test_remove_makes_pruning_permanent(method):
     assert pk.remove(model) is model
     assert not torch_prune.is_pruned(model)
     assert not any(k.endswith(("_orig", "_mask")) for k in model.state_dict())
-    for name, m in layers(model):
+    for _, m in layers(model):
         assert isinstance(m.weight, nn.Parameter)
         assert "weight" in dict(m.named_parameters())
         assert not m._forward_pre_hooks
@@ -316,7 +316,7 @@ def _train_copy_independent(original: nn.Module, clone: nn.Module):
     assert_same_state(original, before)
     changed = any(not torch.equal(v, clone.state_dict()[k]) for k, v in before.items())
     assert changed, "training the copy should change the copy"
-    for name, m in layers(clone):
+    for _, m in layers(clone):
         assert not pk.effective_tensor(m)[m.weight_mask == 0].any()
 
 
@@ -332,7 +332,7 @@ def test_deepcopy_of_pruned_model(when):
     x = x_for(model)
     with torch.no_grad():
         assert torch.equal(clone(x), model(x))
-    for (name, a), (_, b) in zip(layers(model), layers(clone)):
+    for (_, a), (_, b) in zip(layers(model), layers(clone)):
         assert a.weight_orig is not b.weight_orig
         assert torch.equal(a.weight_mask, b.weight_mask)
     assert torch_prune.is_pruned(clone)

@@ -1,6 +1,5 @@
 """Data, models, training, schedules and plotting: what the chapters rely on."""
 
-import copy
 import math
 
 import matplotlib

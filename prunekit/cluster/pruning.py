@@ -8,9 +8,8 @@ import numpy as np
 import torch
 
 from .._select import n_to_prune
-from .._table import format_table
 from .._validation import check_int, check_sparsity, check_weight
-from .solver import _fit, _labels, _midpoints, _numpy_backend
+from .solver import _fit, _numpy_backend
 
 __all__ = ["KMeansPruneInfo", "kmeans_mask", "prune_clusters", "cluster_info"]
 

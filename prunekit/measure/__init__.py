@@ -2,7 +2,7 @@
 
 from .counts import count_macs, count_parameters, model_size_bytes
 from .latency import Latency, ModelComparison, compare_models, measure_latency
-from .sparsity import LayerSparsity, SparsityReport, sparsity, sparsity_report
+from .report import LayerSparsity, SparsityReport, sparsity, sparsity_report
 from .storage import (
     STORAGE_GRANULARITIES,
     CompressionReport,

@@ -5,7 +5,6 @@ from __future__ import annotations
 from types import MappingProxyType
 
 from .._validation import check_choice
-
 from .base import NEEDS, Group, Method, plan_masks
 from .gradient import GradientMethod
 from .kmeans import KMeansMethod

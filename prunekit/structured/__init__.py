@@ -1,7 +1,7 @@
 """Structured pruning made physical: the graph walk, ``shrink``, and the Torch-Pruning adapter."""
 
 from .graph import Blocked, following_batchnorms, register_channel_op
-from .shrink import UnsupportedGraphError, shrink
+from .rebuild import UnsupportedGraphError, shrink
 from .tp import TP_IMPORTANCES, PrunekitImportance, tp_prune
 
 __all__ = [

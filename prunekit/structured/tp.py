@@ -1,8 +1,4 @@
-"""Channel pruning of residual networks through Torch-Pruning's dependency graph (optional).
-
-:class:`PrunekitImportance` scores Torch-Pruning's groups of coupled channels with prunekit's
-criteria; :func:`tp_prune` runs Torch-Pruning's pruner on a copy of the model.
-"""
+"""Channel pruning of residual networks through Torch-Pruning's dependency graph (optional)."""
 
 from __future__ import annotations
 
