@@ -29,7 +29,7 @@ def prunable_layers(model: nn.Module, method: str = "l1", exclude=()) -> list[tu
 
 
 def prune(model: nn.Module, sparsity, *, method: str = "l1", scope: str = "layer",
-          exclude=(), **method_options) -> nn.Module:
+          exclude=(), max_layer_sparsity: float | None = None, **method_options) -> nn.Module:
     """Prune ``model`` in place and return it.
 
     Args:
@@ -58,6 +58,12 @@ def prune(model: nn.Module, sparsity, *, method: str = "l1", scope: str = "layer
             For channels the raw norms of different layers are compared as they are.
         exclude: modules, or their names as in ``model.named_modules()``, to leave dense
             (a common choice: the classifier, ShrinkBench's default).
+        max_layer_sparsity: with ``scope="global"``, the largest fraction of any one
+            layer's units that may be pruned (e.g. ``0.95``). One global ranking can empty a
+            small layer whose weights happen to be small (its output then no longer depends
+            on its input); prune warns, naming the layer, when that happens, and this cap
+            prevents it. If the cap makes the requested sparsity unreachable, prune warns and
+            prunes as much as the cap allows.
         **method_options: options of the method, e.g. ``p=2`` for ``"channel"``.
 
     Returns:
@@ -84,6 +90,18 @@ def prune(model: nn.Module, sparsity, *, method: str = "l1", scope: str = "layer
     m = get_method(method, caller)
     check_choice(scope, SCOPES, caller, "scope")
     options = m.check_options(method_options, caller)
+    if max_layer_sparsity is not None:
+        if scope != "global":
+            raise ValueError(
+                "The 'max_layer_sparsity' parameter of prune applies only to scope='global' "
+                f"(with scope='layer' every layer gets exactly its sparsity). Got scope={scope!r}."
+            )
+        max_layer_sparsity = check_sparsity(max_layer_sparsity, caller, "max_layer_sparsity")
+        if not m.exact:
+            raise ValueError(
+                f"The 'max_layer_sparsity' parameter of prune needs a method that prunes exact "
+                f"counts; method={method!r} does not."
+            )
     skip = module_ids(model, exclude, caller, "exclude")
     layers = [(n, mod) for n, mod in model.named_modules() if m.applies_to(mod) and id(mod) not in skip]
     if not layers:
@@ -119,7 +137,8 @@ def prune(model: nn.Module, sparsity, *, method: str = "l1", scope: str = "layer
         check_weight(effective_tensor(module, "weight"), caller, f"{name or 'model'}.weight")
     options = m.prepare(model, layers, options)
 
-    masks = plan_masks(m, model, layers, sparsity, scope, options)  # nothing changed yet
+    masks = plan_masks(m, model, layers, sparsity, scope, options,  # nothing changed yet
+                       max_layer_sparsity=max_layer_sparsity)
     for (module, tensor_name), keep in masks.items():
         attach_mask(module, tensor_name, keep)
     return model

@@ -114,6 +114,23 @@ class Method:
         return following_batchnorms(model)
 
 
+def _warn_emptied(layers, unit_keep, sparsity, scope) -> None:
+    """Warn, naming them, about layers that lose every unit although less than all was asked."""
+    emptied = []
+    for (name, _), keep in zip(layers, unit_keep):
+        asked = sparsity[name] if isinstance(sparsity, Mapping) else sparsity
+        if asked < 1 and keep.numel() and not bool(keep.any()):
+            emptied.append(name or "model")
+    if emptied:
+        hint = (" Pass max_layer_sparsity= (e.g. 0.95) to cap each layer's share, or exclude them."
+                if scope == "global" else "")
+        warnings.warn(
+            f"prune removed every unit of layer(s) {emptied}: their output no longer depends on "
+            f"their input.{hint}",
+            stacklevel=4,
+        )
+
+
 def _target_count(sparsity: float, n_units: int, n_already: int, where: str) -> int:
     k = n_to_prune(sparsity, n_units)
     if k < n_already:
@@ -121,17 +138,36 @@ def _target_count(sparsity: float, n_units: int, n_already: int, where: str) -> 
             f"{where}: {n_already} of {n_units} units are already pruned "
             f"({n_already / n_units:.1%}), more than the requested sparsity {sparsity:g}. "
             "prunekit never revives pruned weights, so the mask stays as it is.",
-            stacklevel=5,
+            stacklevel=4,
         )
         return n_already
     return k
 
 
+def _capped(scores: list, free: list, caps: list) -> list:
+    """Scores with every unit beyond a layer's cap set to +inf (never chosen before the others).
+
+    ``caps[i]`` is how many more units layer ``i`` may lose; its lowest ``caps[i]`` free
+    scores stay eligible (ties to the lower index), the rest cannot be pruned.
+    """
+    out = []
+    for s, f, cap in zip(scores, free, caps):
+        s = s.reshape(-1)
+        eligible = torch.zeros(s.numel(), dtype=torch.bool, device=s.device)
+        idx = torch.nonzero(f.reshape(-1)).squeeze(1)
+        if cap > 0 and idx.numel():
+            chosen = ~keep_lowest_pruned(s[idx], min(cap, idx.numel()))
+            eligible[idx[chosen]] = True
+        out.append(torch.where(eligible, s, torch.full_like(s, float("inf"))))
+    return out
+
+
 def plan_masks(method: Method, model: nn.Module, layers: list, sparsity, scope: str,
-               options: dict) -> dict:
+               options: dict, max_layer_sparsity: float | None = None) -> dict:
     """``{(module, tensor_name): keep_mask}`` for every tensor to mask; changes nothing.
 
     ``sparsity`` is a float, or (``scope="layer"``) a mapping ``{layer_name: float}``.
+    ``max_layer_sparsity`` caps the fraction of each layer's units global scope may prune.
     """
     g = method.granularity
     weights, current, unit_scores, already = [], [], [], []
@@ -146,6 +182,11 @@ def plan_masks(method: Method, model: nn.Module, layers: list, sparsity, scope: 
         unit_scores.append(s)
         already.append(pruned)
 
+    if max_layer_sparsity is not None:
+        caps = [max(0, int(max_layer_sparsity * s.numel() + 1e-9) - int(p.sum()))
+                for s, p in zip(unit_scores, already)]
+        ranked = _capped(unit_scores, [~p for p in already], caps)
+        n_eligible = sum(int(torch.isfinite(r).sum()) for r in ranked)
     if scope == "layer":
         groups = [([i], layers[i][0],
                    sparsity[layers[i][0]] if isinstance(sparsity, Mapping) else sparsity)
@@ -167,11 +208,22 @@ def plan_masks(method: Method, model: nn.Module, layers: list, sparsity, scope: 
         group = Group(where, scope, float(target), n_units, n_already, k)
         keep = torch.zeros(n_units, dtype=torch.bool, device=device)
         free = ~flat_p
+        if max_layer_sparsity is not None:
+            flat_s = torch.cat([ranked[i].to(device=device, dtype=dtype) for i in members])
+            if k - n_already > n_eligible:
+                warnings.warn(
+                    f"max_layer_sparsity={max_layer_sparsity:g} lets global scope prune at most "
+                    f"{n_already + n_eligible} of {n_units} units ({(n_already + n_eligible) / n_units:.1%}), "
+                    f"fewer than the requested {target:g}; the model is pruned to that.",
+                    stacklevel=3,
+                )
+                group = Group(where, scope, float(target), n_units, n_already, n_already + n_eligible)
         if n_already < n_units:
             keep[free] = method.select(flat_s[free], group, options).to(device)
         for i, part in zip(members, keep.split([unit_scores[i].numel() for i in members])):
             unit_keep[i] = part.view(unit_scores[i].shape).to(unit_scores[i].device)
 
+    _warn_emptied(layers, unit_keep, sparsity, scope)
     method.finish(options)
     masks = {}
     followers = method.followers(model) if g == "channel" else {}

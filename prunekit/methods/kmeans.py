@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import MutableMapping
 
 import torch
@@ -31,9 +32,10 @@ class KMeansMethod(Method):
 
     Already pruned weights count toward the target, are not clustered, and stay pruned
     (masks are nested). A layer whose already pruned weights exceed its target keeps its
-    mask, with a warning. ``n_clusters`` must not exceed the number of distinct unpruned
-    values of any layer (layer scope) or of all layers together (global scope); it is
-    checked, like everything else, before the model is changed.
+    mask, with a warning. A layer whose unpruned weights are all equal (a constant layer)
+    is left as it is, with a warning naming it; otherwise ``n_clusters`` must not exceed
+    the number of distinct unpruned values of any layer (layer scope) or of all layers
+    (global scope), checked, like everything else, before the model is changed.
 
     Options (keyword arguments of :func:`prunekit.prune`):
 
@@ -78,6 +80,15 @@ class KMeansMethod(Method):
         n_remove = group.n_target - group.n_already
         what = ("the unpruned weights of all layers" if group.scope == "global"
                 else f"the unpruned weights of layer {group.name or 'model'!r}")
+        k = int(options["n_clusters"])
+        if k > 1 and n_remove > 0 and bool((scores == scores[0]).all()):
+            warnings.warn(
+                f"prune(method='kmeans') left {what} as they are: they all have the same value "
+                f"({float(scores[0]):g}), so there are no n_clusters={k} clusters to rank. "
+                "Exclude the layer, or prune it with another method.",
+                stacklevel=4,
+            )
+            return torch.ones(scores.shape, dtype=torch.bool, device=scores.device)
         keep, centers, sizes, pruned = prune_clusters(scores, int(options["n_clusters"]),
                                                       n_remove, "prune", what)
         n_pruned = group.n_already + scores.numel() - int(torch.count_nonzero(keep))
