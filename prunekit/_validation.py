@@ -145,11 +145,16 @@ def check_weight(weight, caller: str, name: str = "weight", *, ndim: int | None 
 
 
 def check_example_input(example_input, caller: str, name: str = "example_input") -> tuple:
-    """A tensor, or a non-empty tuple/list of tensors (one per forward argument), as a tuple."""
-    if isinstance(example_input, torch.Tensor):
+    """A tensor, or a non-empty tuple/list of tensors (one per forward argument), as a tuple.
+
+    A ``torch.nn.utils.rnn.PackedSequence`` counts as a tensor (what recurrent layers take).
+    """
+    def ok(t):
+        return isinstance(t, torch.Tensor) or type(t).__name__ == "PackedSequence"
+
+    if ok(example_input):  # a PackedSequence is itself a tuple: check it first
         return (example_input,)
-    if isinstance(example_input, (tuple, list)) and example_input and all(
-            isinstance(t, torch.Tensor) for t in example_input):
+    if isinstance(example_input, (tuple, list)) and example_input and all(map(ok, example_input)):
         return tuple(example_input)
     raise TypeError(
         f"The {name!r} parameter of {caller} must be a torch.Tensor (or a tuple of tensors, "

@@ -28,12 +28,15 @@ class Layout:
         out_dim: the dimension of each tensor that indexes output channels.
         in_dim: the dimension that indexes input features.
         channels: whether whole output channels can be masked (with bias and BatchNorm).
+        uses: ``uses(module, args, output) -> {tensor: n}``: how many times each entry of
+            each tensor is multiplied in one call (``count_macs`` of a masked model needs it).
     """
 
     tensors: tuple = ("weight",)
     out_dim: int = 0
     in_dim: int = 1
     channels: bool = True
+    uses: object = None
 
 
 class Target(NamedTuple):
@@ -49,9 +52,19 @@ class Target(NamedTuple):
     layout: Layout
 
 
-_LINEAR = Layout()
-_CONV = Layout()
-_CONV_TRANSPOSED = Layout(out_dim=1, in_dim=0, channels=False)
+def _linear_uses(module, args, output) -> dict:
+    return {"weight": args[0].numel() // module.in_features}
+
+
+def _conv_uses(module, args, output) -> dict:
+    if module.transposed:  # every input element meets every weight of its group
+        return {"weight": args[0].numel() // module.in_channels}
+    return {"weight": output.numel() // module.out_channels}
+
+
+_LINEAR = Layout(uses=_linear_uses)
+_CONV = Layout(uses=_conv_uses)
+_CONV_TRANSPOSED = Layout(out_dim=1, in_dim=0, channels=False, uses=_conv_uses)
 
 
 def _conv_layout(module: nn.Module) -> Layout:

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 
 import torch
 from torch import nn
+from torch.nn.utils.rnn import PackedSequence
+from torch.utils.flop_counter import FlopCounterMode
+
+try:  # torch >= 2.3
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+except ImportError:  # pragma: no cover - older torch: attention may use a fused kernel
+    SDPBackend = sdpa_kernel = None
 
 from .._modules import eval_mode
 from .._validation import check_example_input, check_model
 from ..reparam import effective_tensor, pruned_tensor_names, refresh, stripped_state_dict
-from ..targets import weight_layers
+from ..targets import layout_of
 
 __all__ = ["count_parameters", "count_macs", "model_size_bytes", "effective_parameters"]
 
@@ -62,27 +70,27 @@ def count_parameters(model: nn.Module, nonzero_only: bool = False) -> int:
 
 
 def count_macs(model: nn.Module, example_input, *, nonzero_only: bool = False) -> int:
-    """Multiply-accumulates of the conv and linear layers for one forward pass.
+    """Multiply-accumulates of one forward pass: every matrix product and convolution.
 
     Runs ``model`` once on ``example_input`` (in eval mode, without gradients; the mode
-    of every module is restored) and counts, per ``nn.Conv*`` and ``nn.Linear`` call:
-
-    * convolution: (output elements / output channels) x (weights in the kernel tensor),
-      i.e. every output element costs ``in_channels / groups * kH * kW`` MACs (zero
-      padding included, as everybody counts); transposed convolutions by input elements;
-    * linear: (input elements / ``in_features``) x ``in_features * out_features``.
-
-    Biases, BatchNorm, activations and pooling are not counted. One MAC is two FLOPs:
-    ``torch.utils.flop_counter.FlopCounterMode`` reports twice these numbers.
+    of every module is restored) and counts what ``torch.utils.flop_counter.FlopCounterMode``
+    counts, halved (one MAC is two FLOPs): linear layers, convolutions (zero padding
+    included, as everybody counts), and the products inside attention, ``QK^T`` and ``AV``
+    (attention runs with PyTorch's math kernel and ``nn.MultiheadAttention``'s fast path
+    off while counting, so that every product is seen). Recurrent layers (``nn.RNN``,
+    ``nn.LSTM``, ``nn.GRU``), which ``FlopCounterMode`` does not see, are counted by hand:
+    every step multiplies each entry of every ``weight_ih``/``weight_hh`` (and ``weight_hr``)
+    once. Biases, normalisation, activations, softmax and pooling are not counted.
 
     Args:
         model: the model.
-        example_input: a tensor (or tuple of tensors) on the model's device. The count is
-            for that whole batch: use a batch of one for MACs per sample.
-        nonzero_only: count only multiplications by non-zero weights (ShrinkBench's
-            theoretical speed-up of a sparse model: dense MACs times the layer's
-            density). Masked weights still cost time in a dense kernel, so this is
-            a bound a sparse implementation might reach, not a measurement.
+        example_input: a tensor (or tuple of tensors, one per forward argument) on the
+            model's device. The count is for that whole batch: use a batch of one for MACs
+            per sample.
+        nonzero_only: count only multiplications by non-zero weights of the layers prunekit
+            prunes (ShrinkBench's theoretical speed-up of a sparse model). Masked weights
+            still cost time in a dense kernel, so this is a bound a sparse implementation
+            might reach, not a measurement.
 
     Returns:
         The number of MACs, an ``int``.
@@ -99,28 +107,67 @@ def count_macs(model: nn.Module, example_input, *, nonzero_only: bool = False) -
     caller = "count_macs"
     check_model(model, caller)
     inputs = check_example_input(example_input, caller)
-    total = [0]
+    counter = FlopCounterMode(display=False)
+    seen_inside_rnns = [0]  # FLOPs the counter saw inside recurrent layers (counted by hand)
+    rnn_macs = [0]
+    zero_macs = [0]  # multiplications by masked (zero) weights, for nonzero_only
+    opened = {}
 
-    def hook(module, args, output):
-        w = effective_tensor(module, "weight")
-        n_weights = int(torch.count_nonzero(w)) if nonzero_only else w.numel()
-        if isinstance(module, nn.Linear):
-            positions = args[0].numel() // module.in_features
-        elif module.transposed:
-            positions = args[0].numel() // module.in_channels
-        else:
-            positions = output.numel() // module.out_channels
-        total[0] += positions * n_weights
+    def zeros_hook(module, args, output):
+        for tensor, n in layout_of(module).uses(module, args, output).items():
+            w = effective_tensor(module, tensor)
+            zero_macs[0] += n * (w.numel() - int(torch.count_nonzero(w)))
 
-    handles = [m.register_forward_hook(hook) for _, m in weight_layers(model)]
+    def rnn_pre(module, args):
+        opened[id(module)] = counter.get_total_flops()
+
+    def rnn_post(module, args, output):
+        seen_inside_rnns[0] += counter.get_total_flops() - opened.pop(id(module))
+        steps = rnn_steps(module, args[0])
+        for name in module._flat_weights_names:
+            if name.startswith("weight"):
+                w = effective_tensor(module, name)
+                rnn_macs[0] += steps * (int(torch.count_nonzero(w)) if nonzero_only else w.numel())
+
+    handles = []
+    for _, m in model.named_modules():
+        if isinstance(m, nn.RNNBase):
+            handles += [m.register_forward_pre_hook(rnn_pre), m.register_forward_hook(rnn_post)]
+        elif nonzero_only and getattr(layout_of(m), "uses", None) is not None:
+            handles.append(m.register_forward_hook(zeros_hook))
     try:
-        with eval_mode(model), torch.no_grad():
+        with eval_mode(model), torch.no_grad(), every_product_visible(), counter:
             model(*inputs)
     finally:
         for h in handles:
             h.remove()
         refresh(model)  # a forward under no_grad leaves masked tensors without a graph
-    return total[0]
+    products = (counter.get_total_flops() - seen_inside_rnns[0]) // 2
+    return int(products + rnn_macs[0] - zero_macs[0])
+
+
+def rnn_steps(module: nn.RNNBase, x) -> int:
+    """How many (sample, time step) pairs a recurrent layer processes for input ``x``."""
+    if isinstance(x, PackedSequence):
+        return int(x.data.shape[0])
+    if x.dim() == 2:  # unbatched (T, features)
+        return int(x.shape[0])
+    return int(x.shape[0] * x.shape[1])
+
+
+@contextlib.contextmanager
+def every_product_visible():
+    """Math attention kernel and no MultiheadAttention fast path, so every product is an op."""
+    stack = contextlib.ExitStack()
+    with stack:
+        if sdpa_kernel is not None:
+            stack.enter_context(sdpa_kernel(SDPBackend.MATH))
+        mha = getattr(torch.backends, "mha", None)
+        if mha is not None and hasattr(mha, "set_fastpath_enabled"):
+            previous = mha.get_fastpath_enabled()
+            mha.set_fastpath_enabled(False)
+            stack.callback(mha.set_fastpath_enabled, previous)
+        yield
 
 
 def model_size_bytes(model: nn.Module, *, strip_masks: bool = False) -> int:
