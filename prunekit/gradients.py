@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from ._modules import WIDE, resolve_modules
 from ._validation import check_choice, check_int, check_loader, check_loss_fn, check_model, describe
-from .reparam import effective_tensor, is_masked, pruned_tensor_names
+from .reparam import capture_effective, computed_on_access, effective_tensor, is_masked, pruned_tensor_names
 from .scores import GRADIENT_SCORES, STATISTIC_OF, statistic_scores
 from .targets import weight_layers
 
@@ -293,7 +293,8 @@ def collect(model: nn.Module, layers: list[tuple[str, nn.Module]], loader, loss_
     try:
         for (name, module), (param, pruned) in zip(layers, leaves):
             param.requires_grad_(True)
-            if pruned:  # registered after torch's pruning hook, so it sees weight_orig * mask
+            if pruned and not computed_on_access(module, "weight"):
+                # masked by torch.nn.utils.prune's hook: registered after it, sees orig * mask
                 handles.append(module.register_forward_pre_hook(
                     lambda mod, args, _name=name: captured[_name].append(mod.weight)))
         model.train(mode == "train")
@@ -317,7 +318,12 @@ def collect(model: nn.Module, layers: list[tuple[str, nn.Module]], loader, loss_
                 inputs, targets = _to_device(batch[0], device), _to_device(batch[1], device)
                 for lst in captured.values():
                     lst.clear()
-                loss = _check_loss(loss_fn(model(inputs), targets), caller)
+                with capture_effective() as log:  # prunekit's masks: every orig * mask computed
+                    loss = _check_loss(loss_fn(model(inputs), targets), caller)
+                for (name, module), (_, pruned) in zip(layers, leaves):
+                    if pruned and computed_on_access(module, "weight"):
+                        captured[name] = [t for m, n, t in log if m is module and n == "weight"]
+                del log
                 inputs_of = []  # per layer: the tensors whose gradient is the layer's g_b
                 for (name, _), (param, pruned) in zip(layers, leaves):
                     inputs_of.append(list(captured[name]) if pruned else [param])

@@ -140,5 +140,5 @@ def prune(model: nn.Module, sparsity, *, method: str = "l1", scope: str = "layer
     masks = plan_masks(m, model, layers, sparsity, scope, options,  # nothing changed yet
                        max_layer_sparsity=max_layer_sparsity)
     for (module, tensor_name), keep in masks.items():
-        attach_mask(module, tensor_name, keep)
+        attach_mask(module, tensor_name, keep, model)
     return model

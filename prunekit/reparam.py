@@ -1,20 +1,21 @@
-"""The one masking mechanism: ``torch.nn.utils.prune``'s ``<name>_orig * <name>_mask``, kept copyable."""
+"""The one masking mechanism: ``<name> = <name>_orig * <name>_mask``, computed on every access."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Mapping
 
 import torch
 from torch import nn
-from torch._C import _disabled_torch_function_impl
 from torch.nn.utils import prune as torch_prune
 
 from ._validation import check_model
 
 __all__ = [
-    "PrunedTensor",
-    "PrunekitMask",
+    "base_class",
+    "capture_effective",
+    "computed_on_access",
     "pruned_tensor_names",
     "is_masked",
     "effective_tensor",
@@ -30,43 +31,74 @@ __all__ = [
 ]
 
 
-class PrunedTensor(torch.Tensor):
-    """The type of ``module.weight`` on a layer pruned by prunekit: ``weight_orig * weight_mask``.
-
-    torch stores the pruned tensor as a plain attribute that, after a forward pass with
-    gradients, is a non-leaf tensor; ``copy.deepcopy`` refuses those, so torch's pruned
-    models cannot be copied (pytorch/pytorch#37322). This subclass behaves exactly like the
-    tensor it wraps (it stays on the autograd graph, so a loss built from ``layer.weight``
-    still trains ``weight_orig``; torch functions return plain tensors) but copies and
-    pickles as a detached snapshot.
-    """
-
-    __torch_function__ = _disabled_torch_function_impl
-
-    def __deepcopy__(self, memo):
-        return _rebuild_pruned(self.detach().as_subclass(torch.Tensor).clone())
-
-    def __reduce_ex__(self, protocol):
-        return (_rebuild_pruned, (self.detach().as_subclass(torch.Tensor).clone(),))
+# A masked module's class is replaced by a subclass (one per base class and set of names,
+# cached) whose ``<name>`` is a property computing ``<name>_orig * <name>_mask`` on every
+# access: the technique of ``torch.nn.utils.parametrize``, with the names and state_dict of
+# ``torch.nn.utils.prune`` (so checkpoints, ``layer.weight_mask`` and 0.1 code keep working),
+# and a ``__reduce_ex__`` that pickles the model through its original class.
+_CLASSES: dict = {}
+_CAPTURE: list = []  # open capture_effective() logs
 
 
-def _rebuild_pruned(tensor: torch.Tensor) -> PrunedTensor:
-    return tensor.as_subclass(PrunedTensor)
+def _masked_property(name: str) -> property:
+    orig, mask = name + "_orig", name + "_mask"
+
+    def get(self):
+        value = self._parameters[orig] * self._buffers[mask]
+        for log in _CAPTURE:
+            log.append((self, name, value))
+        return value
+
+    return property(get, doc=f"``{orig} * {mask}``, recomputed on every access (prunekit).")
 
 
-class PrunekitMask(torch_prune.CustomFromMask):
-    """torch's ``CustomFromMask`` hook, used for every mask prunekit attaches.
+def _reduce_ex(self, protocol):
+    names = tuple(sorted(type(self).__dict__["_prunekit_masked"]))
+    return (_rebuild, (base_class(self), names), self.__getstate__())
 
-    It behaves like torch's (``torch.nn.utils.prune.is_pruned`` and
-    ``torch.nn.utils.prune.remove`` recognise it); before each forward it sets
-    ``module.weight`` to ``weight_orig * weight_mask`` as a :class:`PrunedTensor`, so the
-    model stays copyable. The mask itself lives in the module's ``<name>_mask`` buffer.
-    """
 
-    PRUNING_TYPE = "unstructured"
+def _rebuild(base: type, names: tuple) -> nn.Module:
+    obj = base.__new__(base)
+    obj.__class__ = _masked_class(base, names)
+    return obj
 
-    def __call__(self, module, inputs):
-        setattr(module, self._tensor_name, self.apply_mask(module).as_subclass(PrunedTensor))
+
+def _masked_class(base: type, names) -> type:
+    key = (base, frozenset(names))
+    cls = _CLASSES.get(key)
+    if cls is None:
+        namespace = {n: _masked_property(n) for n in names}
+        namespace.update(_prunekit_masked=frozenset(names), __reduce_ex__=_reduce_ex,
+                         __module__=base.__module__, __qualname__=base.__qualname__)
+        cls = type(base.__name__, (base,), namespace)
+        _CLASSES[key] = cls
+    return cls
+
+
+def base_class(module: nn.Module) -> type:
+    """The module's own class (``nn.Linear``), also while prunekit masks it."""
+    cls = type(module)
+    return cls.__bases__[0] if "_prunekit_masked" in cls.__dict__ else cls
+
+
+def _ours(module: nn.Module) -> frozenset:
+    return type(module).__dict__.get("_prunekit_masked", frozenset())
+
+
+def computed_on_access(module: nn.Module, name: str = "weight") -> bool:
+    """Whether ``module.<name>`` is masked by prunekit (a property computed on every access)."""
+    return name in _ours(module)
+
+
+@contextlib.contextmanager
+def capture_effective():
+    """Record ``(module, name, tensor)`` for every masked tensor computed while open."""
+    log = []
+    _CAPTURE.append(log)
+    try:
+        yield log
+    finally:
+        _CAPTURE.remove(log)
 
 
 def pruned_tensor_names(module: nn.Module) -> list[str]:
@@ -91,24 +123,49 @@ def effective_tensor(module: nn.Module, name: str = "weight") -> torch.Tensor:
 
 
 def _refresh(module: nn.Module, name: str) -> None:
-    """Recompute ``module.<name>`` from orig and mask, on the autograd graph like torch does."""
-    orig, mask = getattr(module, name + "_orig"), getattr(module, name + "_mask")
-    setattr(module, name, (orig * mask).as_subclass(PrunedTensor))
+    """For a module pruned by ``torch.nn.utils.prune``: recompute ``<name>`` as its hook does."""
+    if name not in _ours(module):
+        orig, mask = getattr(module, name + "_orig"), getattr(module, name + "_mask")
+        setattr(module, name, orig * mask)
 
 
-def attach_mask(module: nn.Module, name: str, keep: torch.Tensor) -> None:
-    """Attach a boolean keep-mask to ``module.<name>``, nested inside any existing mask."""
+def _holders(model: nn.Module, param) -> list:
+    """``(module, name)`` for every place ``param`` is registered (tied weights: several)."""
+    out = []
+    for m in model.modules():
+        for key, p in m._parameters.items():
+            if p is param:
+                out.append((m, key[: -len("_orig")] if key.endswith("_orig") and key[: -len("_orig")]
+                            in pruned_tensor_names(m) else key))
+    return out
+
+
+def attach_mask(module: nn.Module, name: str, keep: torch.Tensor, model: nn.Module | None = None) -> None:
+    """Mask ``module.<name>`` with a boolean keep-mask, nested inside any existing mask.
+
+    With ``model`` given, every other module of ``model`` that holds the same parameter
+    (tied weights) is masked with the same mask tensor, so all its users compute with it.
+    """
     if name in pruned_tensor_names(module):
         buf = getattr(module, name + "_mask")
         with torch.no_grad():
             buf.mul_(keep.to(device=buf.device, dtype=buf.dtype))
-    else:
-        tensor = getattr(module, name)
-        PrunekitMask.apply(module, name, keep.to(device=tensor.device))
-        for hook in module._forward_pre_hooks.values():
-            if isinstance(hook, PrunekitMask) and hook._tensor_name == name:
-                hook.mask = None  # the buffer holds the mask; don't keep a second copy
-    _refresh(module, name)
+        _refresh(module, name)
+        return
+    param = module._parameters[name]
+    mask = keep.to(device=param.device, dtype=param.dtype)
+    holders = _holders(model, param) if model is not None else [(module, name)]
+    if (module, name) not in holders:
+        holders.insert(0, (module, name))
+    for m, n in holders:
+        _mask_one(m, n, param, mask)
+
+
+def _mask_one(module: nn.Module, name: str, param, mask: torch.Tensor) -> None:
+    old = module._parameters  # the same Parameter moves to <name>_orig, in the same place
+    module._parameters = type(old)((k + "_orig" if k == name else k, v) for k, v in old.items())
+    module._buffers[name + "_mask"] = mask
+    module.__class__ = _masked_class(base_class(module), _ours(module) | {name})
 
 
 def current_keep(module: nn.Module, name: str) -> torch.Tensor | None:
@@ -124,7 +181,11 @@ def is_masked(module: nn.Module, name: str = "weight") -> bool:
 
 
 def refresh(model: nn.Module) -> None:
-    """Recompute every masked tensor with autograd on (after a forward under ``no_grad``)."""
+    """Recompute tensors masked by ``torch.nn.utils.prune``'s hooks with autograd on.
+
+    prunekit's own masks are computed on every access and never need this; torch's hooks
+    leave ``module.<name>`` without a graph after a forward under ``no_grad``.
+    """
     for m in model.modules():
         for hook in m._forward_pre_hooks.values():
             if isinstance(hook, torch_prune.BasePruningMethod):
@@ -132,9 +193,30 @@ def refresh(model: nn.Module) -> None:
 
 
 def unmask(module: nn.Module, names) -> None:
-    """Replace ``<name>_orig``/``<name>_mask`` by a plain parameter ``<name>`` holding the product."""
+    """Replace ``<name>_orig``/``<name>_mask`` by the parameter ``<name>`` holding the product.
+
+    The parameter object stays the same (an optimizer keeps training it) and keeps its
+    place among the module's parameters.
+    """
+    order = list(module._parameters)
+    ours = _ours(module)
     for name in names:
-        torch_prune.remove(module, name)
+        if name not in ours:  # masked by torch.nn.utils.prune's hook
+            torch_prune.remove(module, name)
+            continue
+        orig = module._parameters[name + "_orig"]
+        mask = module._buffers.pop(name + "_mask")
+        with torch.no_grad():
+            orig.data = orig.data * mask
+    old, stripped = module._parameters, {n + "_orig": n for n in names}
+
+    def placed(key):  # every parameter back in its place, under its own name
+        name = stripped.get(key)
+        return (key, old[key]) if name is None else (name, old.get(key, old.get(name)))
+
+    module._parameters = type(old)(placed(k) for k in order)
+    left = ours - set(names)
+    module.__class__ = _masked_class(base_class(module), left) if left else base_class(module)
 
 
 def stripped_state_dict(model: nn.Module) -> dict:
@@ -159,11 +241,11 @@ def stripped_state_dict(model: nn.Module) -> dict:
 
 
 def copy_model(model: nn.Module) -> nn.Module:
-    """``copy.deepcopy`` that also works for models pruned with ``torch.nn.utils.prune``.
+    """``copy.deepcopy``, also for models pruned with ``torch.nn.utils.prune``'s hooks.
 
-    torch stores a pruned tensor as a plain attribute which, after a forward pass with
-    gradients, is a non-leaf tensor that ``deepcopy`` refuses (pytorch/pytorch#37322). The
-    memo hands ``deepcopy`` a detached copy of those attributes instead.
+    torch's hook stores a pruned tensor as a plain attribute which, after a forward pass
+    with gradients, is a non-leaf tensor that ``deepcopy`` refuses (pytorch/pytorch#37322);
+    the memo hands ``deepcopy`` a detached copy. prunekit's own masks need nothing of this.
     """
     memo = {}
     for module in model.modules():
@@ -178,14 +260,8 @@ def strip_masks(model: nn.Module) -> None:
     """Make every mask permanent (``*_orig * *_mask`` -> plain parameter), keeping order."""
     for module in model.modules():
         names = pruned_tensor_names(module)
-        if not names:
-            continue
-        order = list(module._parameters)
-        unmask(module, names)
-        renamed = [k[: -len("_orig")] if k[: -len("_orig")] in names and k.endswith("_orig") else k
-                   for k in order]
-        params = module._parameters
-        module._parameters = type(params)((k, params[k]) for k in renamed if k in params)
+        if names:
+            unmask(module, names)
 
 
 def remove(model: nn.Module) -> nn.Module:
@@ -252,7 +328,7 @@ def load_state_dict(model: nn.Module, state_dict: Mapping, strict: bool = True):
                 or not isinstance(getattr(module, tensor_name, None), torch.Tensor)):
             continue
         ones = torch.ones_like(getattr(module, tensor_name), dtype=torch.bool)
-        attach_mask(module, tensor_name, ones)
+        attach_mask(module, tensor_name, ones, model)
         added.append((module, tensor_name))
     try:
         result = model.load_state_dict(state_dict, strict=strict)
@@ -265,11 +341,13 @@ def load_state_dict(model: nn.Module, state_dict: Mapping, strict: bool = True):
         with torch.no_grad():
             for k, v in model.state_dict(keep_vars=True).items():
                 v.copy_(backup[k])
-        for module in model.modules():
-            for tensor_name in pruned_tensor_names(module):
-                _refresh(module, tensor_name)
+        _refresh_all(model)
         raise
+    _refresh_all(model)
+    return result
+
+
+def _refresh_all(model: nn.Module) -> None:
     for module in model.modules():
         for tensor_name in pruned_tensor_names(module):
             _refresh(module, tensor_name)
-    return result

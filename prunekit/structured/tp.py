@@ -55,7 +55,7 @@ class PrunekitImportance:
 
     Examples:
         >>> import prunekit as pk
-        >>> pk.PrunekitImportance("l2")
+        >>> pk.structured.PrunekitImportance("l2")
         PrunekitImportance('l2')
     """
 
@@ -171,7 +171,7 @@ def tp_prune(model: nn.Module, example_input, sparsity, *, importance="l1",
     Examples:
         >>> import importlib.util, torch, prunekit as pk
         >>> _ = torch.manual_seed(0)
-        >>> model, x = pk.TinyResNet(), torch.randn(2, 3, 16, 16)
+        >>> model, x = pk.models.TinyResNet(), torch.randn(2, 3, 16, 16)
         >>> has_tp = importlib.util.find_spec("torch_pruning") is not None
         >>> small = pk.tp_prune(model, x, 0.5) if has_tp else None
         >>> not has_tp or (pk.count_parameters(small) < pk.count_parameters(model)
