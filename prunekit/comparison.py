@@ -28,7 +28,7 @@ from .methods import METHODS
 from .pruning import SCOPES, prunable_layers, prune
 from .reparam import effective_tensor
 from .structured import UnsupportedGraphError, shrink
-from .targets import weight_layers
+from .targets import targets
 
 __all__ = ["compare", "Comparison", "DEFAULT_METHODS"]
 
@@ -192,8 +192,8 @@ def _stored_bits(model: nn.Module, fmt: str) -> int:
     """Bits of all parameters at 32 bits per value: each Linear/Conv weight in the smaller of
     a dense tensor and the sparse format ``fmt``, every other parameter dense."""
     total, weights = 0, 0
-    for _, module in weight_layers(model):
-        w = effective_tensor(module, "weight").detach()
+    for t in targets(model):
+        w = effective_tensor(t.module, t.tensor).detach()
         weights += w.numel()
         dense = sparse_storage_bits(w, "dense")
         total += dense if fmt == "dense" else min(dense, sparse_storage_bits(w, fmt))

@@ -13,7 +13,7 @@ from ._modules import WIDE, resolve_modules
 from ._validation import check_choice, check_int, check_loader, check_loss_fn, check_model, describe
 from .reparam import capture_effective, computed_on_access, effective_tensor, is_masked, pruned_tensor_names
 from .scores import GRADIENT_SCORES, STATISTIC_OF, statistic_scores
-from .targets import weight_layers
+from .targets import Layout, Target, targets
 
 __all__ = [
     "GRADIENT_STATISTICS",
@@ -204,9 +204,9 @@ def _check_statistics(statistics, caller: str) -> tuple:
     return tuple(s for s in GRADIENT_STATISTICS if s in chosen)
 
 
-def _resolve_layers(model: nn.Module, layers, caller: str) -> list[tuple[str, nn.Module]]:
+def _resolve_layers(model: nn.Module, layers, caller: str) -> list[Target]:
     if layers is None:
-        chosen = weight_layers(model)
+        chosen = targets(model)
         if not chosen:
             raise ValueError(
                 f"The 'model' parameter of {caller} must contain at least one nn.Linear or "
@@ -214,7 +214,15 @@ def _resolve_layers(model: nn.Module, layers, caller: str) -> list[tuple[str, nn
                 f"{type(model).__name__} without any instead."
             )
         return chosen
-    out = resolve_modules(model, layers, caller, "layers")
+    by_name = {t.name: t for t in targets(model)}
+    items = [layers] if isinstance(layers, (str, nn.Module)) else layers
+    tensor_names = [x for x in items if isinstance(x, str) and x in by_name and "." in x
+                    and x not in dict(model.named_modules())] if isinstance(items, Iterable) else []
+    rest = [x for x in items if x not in tensor_names] if isinstance(items, Iterable) else items
+    out = [by_name[x] for x in tensor_names]
+    for name, module in (resolve_modules(model, rest, caller, "layers") if rest != [] else []):
+        found = targets(model, [(name, module)])
+        out += found or [Target(name, module, "weight", Layout(channels=False))]
     if not out:
         raise ValueError(
             f"The 'layers' parameter of {caller} must name at least one layer. "
@@ -223,16 +231,16 @@ def _resolve_layers(model: nn.Module, layers, caller: str) -> list[tuple[str, nn
     return out
 
 
-def _leaf(name: str, module: nn.Module, caller: str) -> tuple[nn.Parameter, bool]:
-    """The parameter behind ``module.weight`` and whether the weight is masked."""
-    if is_masked(module, "weight"):
-        return module.weight_orig, True
-    weight = module._parameters.get("weight")
+def _leaf(t: Target, caller: str) -> tuple[nn.Parameter, bool]:
+    """The parameter behind ``module.<tensor>`` and whether the tensor is masked."""
+    if is_masked(t.module, t.tensor):
+        return t.module._parameters[t.tensor + "_orig"], True
+    weight = t.module._parameters.get(t.tensor)
     if not isinstance(weight, nn.Parameter) or not weight.is_floating_point():
         raise ValueError(
-            f"Layer {name!r} ({type(module).__name__}) has no floating-point 'weight' parameter "
-            f"that {caller} can take gradients of (a weight computed on access, as with "
-            "torch.nn.utils.parametrize, is not supported)."
+            f"Layer {t.name!r} ({type(t.module).__name__}) has no floating-point {t.tensor!r} "
+            f"parameter that {caller} can take gradients of (a weight computed on access, as "
+            "with torch.nn.utils.parametrize, is not supported)."
         )
     return weight, False
 
@@ -262,8 +270,8 @@ def collect(model: nn.Module, layers: list[tuple[str, nn.Module]], loader, loss_
     Gradients come from ``torch.autograd.grad``, which returns them without accumulating
     into any ``.grad``: the model's ``.grad`` attributes are never touched.
     """
-    leaves = [_leaf(name, module, caller) for name, module in layers]
-    weights = {name: effective_tensor(module, "weight").clone() for name, module in layers}
+    leaves = [_leaf(t, caller) for t in layers]
+    weights = {t.name: effective_tensor(t.module, t.tensor).clone() for t in layers}
     if device is None:
         device = next(iter(weights.values())).device
     acc = {}
@@ -285,18 +293,19 @@ def collect(model: nn.Module, layers: list[tuple[str, nn.Module]], loader, loss_
     attributes = [(m, n, m.__dict__[n]) for m in model.modules() for n in pruned_tensor_names(m)
                   if n in m.__dict__]
 
-    captured = {name: [] for name, _ in layers}
+    captured = {t.name: [] for t in layers}
     handles = []
     loss_sum = torch.zeros((), dtype=torch.float32, device=device)
     n_batches = 0
     bar = None
     try:
-        for (name, module), (param, pruned) in zip(layers, leaves):
+        for t, (param, pruned) in zip(layers, leaves):
             param.requires_grad_(True)
-            if pruned and not computed_on_access(module, "weight"):
+            if pruned and not computed_on_access(t.module, t.tensor):
                 # masked by torch.nn.utils.prune's hook: registered after it, sees orig * mask
-                handles.append(module.register_forward_pre_hook(
-                    lambda mod, args, _name=name: captured[_name].append(mod.weight)))
+                handles.append(t.module.register_forward_pre_hook(
+                    lambda mod, args, _name=t.name, _tensor=t.tensor:
+                    captured[_name].append(getattr(mod, _tensor))))
         model.train(mode == "train")
 
         total = None
@@ -320,13 +329,13 @@ def collect(model: nn.Module, layers: list[tuple[str, nn.Module]], loader, loss_
                     lst.clear()
                 with capture_effective() as log:  # prunekit's masks: every orig * mask computed
                     loss = _check_loss(loss_fn(model(inputs), targets), caller)
-                for (name, module), (_, pruned) in zip(layers, leaves):
-                    if pruned and computed_on_access(module, "weight"):
-                        captured[name] = [t for m, n, t in log if m is module and n == "weight"]
+                for t, (_, pruned) in zip(layers, leaves):
+                    if pruned and computed_on_access(t.module, t.tensor):
+                        captured[t.name] = [v for m, n, v in log if m is t.module and n == t.tensor]
                 del log
                 inputs_of = []  # per layer: the tensors whose gradient is the layer's g_b
-                for (name, _), (param, pruned) in zip(layers, leaves):
-                    inputs_of.append(list(captured[name]) if pruned else [param])
+                for t, (param, pruned) in zip(layers, leaves):
+                    inputs_of.append(list(captured[t.name]) if pruned else [param])
                 flat, index = [], {}
                 for ts in inputs_of:
                     for t in ts:
@@ -334,7 +343,7 @@ def collect(model: nn.Module, layers: list[tuple[str, nn.Module]], loader, loss_
                             index[id(t)] = len(flat)
                             flat.append(t)
                 grads = torch.autograd.grad(loss, flat, allow_unused=True) if flat else ()
-                for (name, _), ts in zip(layers, inputs_of):
+                for (name, _), ts in zip(layers, inputs_of):  # a Target unpacks as (name, module)
                     parts = [grads[index[id(t)]] for t in ts]
                     parts = [g for g in parts if g is not None]
                     if not parts:  # the forward pass did not use this layer: g_b = 0

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from .reparam import effective_tensor
-from .targets import weight_layers
+from .targets import targets
 
 __all__ = ["summarize", "mean_std", "band", "plot_curves", "plot_weight_histograms", "plot_mask",
            "plot_input_mask"]
@@ -125,7 +125,7 @@ def _weights(obj) -> torch.Tensor:
     if isinstance(obj, torch.Tensor):
         return obj.detach().reshape(-1)
     if isinstance(obj, nn.Module):
-        parts = [effective_tensor(m, "weight").reshape(-1) for _, m in weight_layers(obj)]
+        parts = [effective_tensor(t.module, t.tensor).reshape(-1) for t in targets(obj)]
         if not parts:
             raise ValueError(f"{type(obj).__name__} has no Linear/Conv weights to plot.")
         return torch.cat(parts)

@@ -54,7 +54,10 @@ def _masked_property(name: str) -> property:
 
 def _reduce_ex(self, protocol):
     names = tuple(sorted(type(self).__dict__["_prunekit_masked"]))
-    return (_rebuild, (base_class(self), names), self.__getstate__())
+    state = self.__getstate__()
+    if "_flat_weights" in state:  # an RNN's cache of its weights: computed, so not leaves
+        state = {**state, "_flat_weights": [None if w is None else w.detach() for w in state["_flat_weights"]]}
+    return (_rebuild, (base_class(self), names), state)
 
 
 def _rebuild(base: type, names: tuple) -> nn.Module:

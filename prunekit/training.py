@@ -13,7 +13,7 @@ from tqdm import tqdm
 from ._modules import eval_mode, model_device
 from ._validation import check_choice, check_int
 from .reparam import pruned_tensor_names
-from .targets import weight_layers
+from .targets import targets
 
 __all__ = ["seed_everything", "train", "fine_tune", "evaluate", "penalty"]
 
@@ -35,8 +35,8 @@ def penalty(model: nn.Module, l1: float = 0.0, l2: float = 0.0) -> torch.Tensor:
     never pushes on weights that are already gone. Biases are not penalised.
     """
     total = None
-    for _, module in weight_layers(model):
-        w = module.weight
+    for t in targets(model):
+        w = getattr(t.module, t.tensor)
         term = 0.0
         if l1:
             term = term + l1 * w.abs().sum()

@@ -9,8 +9,8 @@ from torch import nn
 
 from .._table import format_table
 from .._validation import check_model
-from ..reparam import effective_tensor, is_masked
-from ..targets import weight_layers
+from ..reparam import base_class, effective_tensor, is_masked, pruned_tensor_names
+from ..targets import Layout, Target, target_name, targets
 
 __all__ = ["sparsity", "sparsity_report", "SparsityReport", "LayerSparsity"]
 
@@ -18,10 +18,12 @@ __all__ = ["sparsity", "sparsity_report", "SparsityReport", "LayerSparsity"]
 def sparsity(model_or_tensor) -> float:
     """Achieved fraction of zeros.
 
-    For a tensor: zeros / entries. For a model: zeros / entries over the ``weight`` of
-    every ``nn.Linear`` and ``nn.Conv*`` layer (pruned or not; biases and BatchNorm are not
-    counted), read from ``weight_orig * weight_mask`` so the value is current even right
-    after an optimizer step.
+    For a tensor: zeros / entries. For a model: zeros / entries over the tensors
+    :func:`sparsity_report` lists (every weight that multiplies activations: Linear, Conv,
+    MultiheadAttention projections, RNN weights, Hugging Face Conv1D; and any other tensor
+    that is masked), each parameter once, read as ``orig * mask`` so the value is current
+    even right after an optimizer step. Biases, normalisation and unmasked embeddings are not
+    counted; the report says how many parameters that leaves out.
 
     Examples:
         >>> import torch, prunekit as pk
@@ -67,11 +69,15 @@ class SparsityReport:
     """Per-layer achieved sparsity and the model total. ``print`` it for a table.
 
     Attributes:
-        rows: one :class:`LayerSparsity` per ``Linear``/``Conv`` layer, in model order.
+        rows: one :class:`LayerSparsity` per prunable tensor, in model order, each
+            parameter once (a tied parameter at its first holder).
         total: the sum over ``rows`` (layer ``"total"``).
+        left_out: ``(what, parameters, names)`` for the parameters not counted
+            (``"embeddings"``, ``"biases"``, ``"normalisation"``, ``"other"``).
     """
 
     rows: tuple
+    left_out: tuple = ()
 
     @property
     def total(self) -> LayerSparsity:
@@ -95,13 +101,22 @@ class SparsityReport:
              f"{r.sparsity:.2%}", "yes" if r.masked else "no")
             for r in (*self.rows, self.total)
         ]
-        return format_table(header, lines, right={3, 4, 5})
+        table = format_table(header, lines, right={3, 4, 5})
+        if self.left_out:
+            parts = [f"{what} {n:,}" + (f" ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
+                                       if what in ("embeddings", "other") else "")
+                     for what, n, names in self.left_out]
+            table += "\nnot counted (dense): " + "; ".join(parts)
+        return table
 
     __repr__ = __str__
 
 
 def sparsity_report(model: nn.Module) -> SparsityReport:
-    """Per-layer table: layer, type, shape, parameters, zeros, achieved sparsity, masked.
+    """Per-tensor table: layer, type, shape, parameters, zeros, achieved sparsity, masked.
+
+    The last line says which parameters the table leaves out (dense embeddings, biases,
+    normalisation), so that a total of 50 % can be read for what it is.
 
     Examples:
         >>> import torch, prunekit as pk
@@ -112,18 +127,69 @@ def sparsity_report(model: nn.Module) -> SparsityReport:
         0      Linear  10x10     100     30    30.00%  yes
         -----------------------------------------------------
         total                    100     30    30.00%  yes
+        not counted (dense): biases 10
     """
     check_model(model, "sparsity_report")
-    layers = weight_layers(model)
-    if not layers:
+    counted = report_targets(model)
+    if not counted:
         raise ValueError(
             f"{type(model).__name__} has no nn.Linear or nn.Conv* layers to report on."
         )
-    rows = []
-    for name, module in layers:
-        w = effective_tensor(module, "weight")
+    rows, seen = [], set()
+    for t in counted:
+        w = effective_tensor(t.module, t.tensor)
+        seen.add(id(t.module._parameters.get(t.tensor + "_orig", t.module._parameters.get(t.tensor))))
         rows.append(LayerSparsity(
-            name or "(model)", type(module).__name__, tuple(w.shape), w.numel(),
-            w.numel() - int(torch.count_nonzero(w)), is_masked(module, "weight"),
+            t.name or "(model)", base_class(t.module).__name__, tuple(w.shape), w.numel(),
+            w.numel() - int(torch.count_nonzero(w)), is_masked(t.module, t.tensor),
         ))
-    return SparsityReport(tuple(rows))
+    return SparsityReport(tuple(rows), _left_out(model, seen))
+
+
+def report_targets(model: nn.Module) -> list:
+    """The tensors sparsity counts: every default target, plus any other masked weight."""
+    out = targets(model)
+    have = {id(_param(t)) for t in out}
+    for path, module in model.named_modules():
+        if isinstance(module, _NORMS):
+            continue
+        for name in pruned_tensor_names(module):
+            if name == "bias" or id(_param_of(module, name)) in have:
+                continue
+            have.add(id(_param_of(module, name)))
+            out.append(Target(target_name(path, name), module, name, Layout(tensors=(name,), channels=False)))
+    return out
+
+
+_NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
+
+
+def _param_of(module, name):
+    return module._parameters.get(name + "_orig", module._parameters.get(name))
+
+
+def _param(t):
+    return _param_of(t.module, t.tensor)
+
+
+def _left_out(model: nn.Module, counted: set) -> tuple:
+    groups: dict = {}
+    seen = set(counted)
+    for path, module in model.named_modules():
+        for key, p in module._parameters.items():
+            if p is None or id(p) in seen:
+                continue
+            seen.add(id(p))
+            name = key[: -len("_orig")] if key.endswith("_orig") else key
+            if isinstance(module, nn.Embedding):
+                what = "embeddings"
+            elif name == "bias" or name.endswith("_bias") or name.startswith("bias_"):
+                what = "biases"
+            elif isinstance(module, _NORMS) or "norm" in type(module).__name__.lower():
+                what = "normalisation"
+            else:
+                what = "other"
+            n, names = groups.get(what, (0, []))
+            groups[what] = (n + p.numel(), names + [target_name(path, name)])
+    order = ("embeddings", "biases", "normalisation", "other")
+    return tuple((w, *groups[w]) for w in order if w in groups)

@@ -13,7 +13,7 @@ from .._table import format_table
 from .._validation import check_choice, check_int, check_model
 from ..reparam import effective_tensor
 from ..sharing import shared_weights_of
-from ..targets import weight_layers
+from ..targets import targets, weight_layers
 
 __all__ = [
     "sparse_storage_bits",
@@ -77,7 +77,7 @@ def sparse_storage_bits(weight_or_model, granularity: str = "fine", *, value_bit
     if index_bits is not None:
         check_int(index_bits, caller, "index_bits", minimum=1)
     if isinstance(weight_or_model, nn.Module):
-        weights = [effective_tensor(m, "weight") for _, m in weight_layers(weight_or_model)]
+        weights = [effective_tensor(t.module, t.tensor) for t in targets(weight_or_model)]
         if not weights:
             raise ValueError(f"The 'weight_or_model' parameter of {caller} has no nn.Linear "
                              "or nn.Conv* layers.")

@@ -76,6 +76,14 @@ class Method:
             return layout is not None and layout.channels
         return is_prunable(module)
 
+    def applies_to_target(self, target) -> bool:
+        """Whether the method can prune one tensor (:class:`prunekit.targets.Target`)."""
+        if self.granularity == "channel" and not (target.layout.channels and target.tensor == "weight"):
+            return False
+        if self.granularity == "kernel" and target.tensor != "weight":
+            return False
+        return True
+
     def describe_targets(self) -> str:
         """What the method prunes by default, for messages."""
         if self.granularity == "channel":
@@ -171,10 +179,10 @@ def plan_masks(method: Method, model: nn.Module, layers: list, sparsity, scope: 
     """
     g = method.granularity
     weights, current, unit_scores, already = [], [], [], []
-    for name, module in layers:
-        w = effective_tensor(module, "weight")
-        cur = current_keep(module, "weight")
-        s = method.scores(name, module, w, options)
+    for t in layers:
+        w = effective_tensor(t.module, t.tensor)
+        cur = current_keep(t.module, t.tensor)
+        s = method.scores(t.name, t.module, w, options)
         pruned = (torch.zeros(s.shape, dtype=torch.bool, device=s.device) if cur is None
                   else Units.pruned(cur, g).view(s.shape).to(s.device))
         weights.append(w)
@@ -188,8 +196,8 @@ def plan_masks(method: Method, model: nn.Module, layers: list, sparsity, scope: 
         ranked = _capped(unit_scores, [~p for p in already], caps)
         n_eligible = sum(int(torch.isfinite(r).sum()) for r in ranked)
     if scope == "layer":
-        groups = [([i], layers[i][0],
-                   sparsity[layers[i][0]] if isinstance(sparsity, Mapping) else sparsity)
+        groups = [([i], layers[i].name,
+                   sparsity[layers[i].name] if isinstance(sparsity, Mapping) else sparsity)
                   for i in range(len(layers))]
     else:
         groups = [(list(range(len(layers))), "global", sparsity)]
@@ -227,9 +235,10 @@ def plan_masks(method: Method, model: nn.Module, layers: list, sparsity, scope: 
     method.finish(options)
     masks = {}
     followers = method.followers(model) if g == "channel" else {}
-    for (_, module), w, cur, uk in zip(layers, weights, current, unit_keep):
+    for t, w, cur, uk in zip(layers, weights, current, unit_keep):
+        module = t.module
         keep = Units.expand(uk, w.shape, g)
-        masks[(module, "weight")] = keep if cur is None else keep & cur.to(keep.device)
+        masks[(module, t.tensor)] = keep if cur is None else keep & cur.to(keep.device)
         if g == "channel":
             if getattr(module, "bias", None) is not None:
                 masks[(module, "bias")] = uk

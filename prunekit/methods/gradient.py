@@ -104,8 +104,9 @@ class GradientMethod(Method):
             collected_here = False
         table = stats[self.statistic] if isinstance(stats, GradientStats) else stats
         resolved = {}
-        for name, module in layers:
-            weight = effective_tensor(module, "weight")
+        for t in layers:
+            name, module = t.name, t.module
+            weight = effective_tensor(module, t.tensor)
             if name not in table:
                 have = sorted(table) if len(table) <= 20 else f"{len(table)} layers"
                 raise ValueError(
@@ -149,13 +150,14 @@ class GradientMethod(Method):
     @staticmethod
     def _warn_if_stale(stats: GradientStats, layers) -> None:
         stale = []
-        for name, module in layers:
+        for t in layers:
+            name = t.name
+            now = effective_tensor(t.module, t.tensor)
             then = stats.weight.get(name)
-            if then is None or then.shape != effective_tensor(module, "weight").shape:
+            if then is None or then.shape != now.shape:
                 continue
-            now = effective_tensor(module, "weight")
             then = then.to(device=now.device, dtype=now.dtype)
-            keep = current_keep(module, "weight")
+            keep = current_keep(t.module, t.tensor)
             if keep is not None:
                 now, then = now[keep], then[keep]
             if not torch.equal(now, then):
