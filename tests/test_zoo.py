@@ -108,3 +108,23 @@ def test_zoo_pruned_model_exports(name):
         warnings.simplefilter("ignore")  # torch.export's notes about RNN weight caches
         program = torch.export.export(model, args)
     torch.testing.assert_close(out(program.module(), x), out(model, x))
+
+
+@pytest.mark.parametrize("name, cause", [
+    ("transformer_encoder", "MultiheadAttention"),
+    ("lstm", "LSTM"),
+    ("bert", "split into heads"),
+])
+def test_tp_prune_refuses_what_torch_pruning_cannot_prune_with_the_cause(name, cause):
+    needs(name)
+    pytest.importorskip("torch_pruning", reason="tp_prune needs Torch-Pruning")
+    model, x = build(name)
+    with pytest.raises(pk.UnsupportedGraphError, match=cause):
+        pk.tp_prune(model, x, 0.5)
+
+
+def test_shrink_refuses_dead_channels_it_cannot_see():
+    model, x = build("transformer_encoder")
+    pk.prune(model, 0.5, method="channel")
+    with pytest.raises(pk.UnsupportedGraphError, match="which torch.fx runs as one operation"):
+        pk.shrink(model, x)

@@ -76,6 +76,37 @@ def _has_layer_downstream(node: torch.fx.Node, named: dict, include_self: bool =
     return False
 
 
+def _dead_channels(layer: nn.Module) -> int:
+    w = effective_tensor(layer, "weight")
+    weight_out = w.transpose(0, 1) if getattr(layer, "transposed", False) else w
+    return int((~(weight_out != 0).reshape(weight_out.shape[0], -1).any(dim=1)).sum())
+
+
+def _refuse_hidden_dead_channels(nodes, named) -> None:
+    """Refuse pruned channels inside a module torch.fx calls as one operation (a leaf).
+
+    torch.fx does not trace into torch's own modules (``nn.TransformerEncoderLayer``,
+    ``nn.MultiheadAttention``...), so their inner layers are never planned: their dead
+    channels would stay in the shrunk model. Say so instead of returning it.
+    """
+    for node in nodes:
+        if node.op != "call_module":
+            continue
+        leaf = named[node.target]
+        for inner_name, inner in leaf.named_modules():
+            if not inner_name or not isinstance(inner, (nn.Linear, nn.modules.conv._ConvNd)):
+                continue
+            n_dead = _dead_channels(inner)
+            if n_dead:
+                raise UnsupportedGraphError(
+                    f"shrink cannot remove the {n_dead} pruned output channel(s) of layer "
+                    f"{node.target + '.' + inner_name!r} ({type(inner).__name__}): it sits inside "
+                    f"{node.target!r} ({type(leaf).__name__}), which torch.fx runs as one "
+                    "operation, so shrink cannot see where those channels go. Leave the layer "
+                    f"dense (prune(..., exclude=[...])) or rebuild the block by hand. {_TP_HINT}"
+                )
+
+
 def _plan_shrink(gm, named) -> _Plan:
     plan = _Plan()
     nodes = list(gm.graph.nodes)
@@ -90,6 +121,7 @@ def _plan_shrink(gm, named) -> _Plan:
             owner = node.target.rpartition(".")[0]
             attr_owners.add(id(named.get(owner)))
     name_of = {id(m): n for n, m in named.items()}
+    _refuse_hidden_dead_channels(nodes, named)
 
     for node in nodes:
         if node.op != "call_module":

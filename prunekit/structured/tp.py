@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 
 import torch
@@ -11,11 +12,37 @@ from .. import scores as criteria
 from .._modules import eval_mode
 from .._validation import check_choice, check_example_input, check_model, check_sparsity
 from ..reparam import copy_model, strip_masks
+from .rebuild import UnsupportedGraphError
 
 __all__ = ["tp_prune", "PrunekitImportance", "TP_IMPORTANCES"]
 
 #: the ``importance`` names :func:`prunekit.tp_prune` and :class:`prunekit.PrunekitImportance` accept
 TP_IMPORTANCES = ("l1", "l2", "taylor")
+
+
+#: layers whose channels Torch-Pruning 1.x does not remove consistently (they fail inside it)
+_UNSUPPORTED = {
+    nn.MultiheadAttention: "its packed Q/K/V projection ties the embedding dimension of every "
+                           "head (nn.TransformerEncoder/Decoder layers hold one)",
+    nn.RNNBase: "its gates tie weight_ih and weight_hh of every layer and direction",
+}
+
+
+def _refuse_unsupported(model: nn.Module, caller: str) -> None:
+    for name, module in model.named_modules():
+        why = next((w for cls, w in _UNSUPPORTED.items() if isinstance(module, cls)), None)
+        heads = getattr(module, "num_attention_heads", getattr(module, "num_heads", None))
+        if why is None and isinstance(heads, int) and not isinstance(module, nn.Linear) and any(
+                hasattr(module, q) for q in ("query", "q_proj", "q", "c_attn", "in_proj_weight")):
+            why = ("its output is split into heads by reshaping, so channels removed without "
+                   "the head structure silently change what each head computes")
+        if why is not None:
+            raise UnsupportedGraphError(
+                    f"{caller} cannot prune the channels of {type(model).__name__}: layer "
+                    f"{name!r} is a {type(module).__name__}, and {why}. Prune such models unstructured "
+                    "(prunekit.prune with method='l1', 'wanda', ...), or prune the heads of a "
+                    "Hugging Face model with Torch-Pruning directly (num_heads=...)."
+                )
 
 
 def _import_tp(caller: str):
@@ -195,6 +222,7 @@ def tp_prune(model: nn.Module, example_input, sparsity, *, importance="l1",
         raise TypeError(f"The 'importance' parameter of {caller} must be one of "
                         f"{TP_IMPORTANCES} or a Torch-Pruning importance. Got {importance!r} instead.")
     tp = _import_tp(caller)
+    _refuse_unsupported(model, caller)
 
     work = copy_model(model)
     for src, dst in zip(model.parameters(), work.parameters()):  # deepcopy drops .grad
@@ -215,13 +243,26 @@ def tp_prune(model: nn.Module, example_input, sparsity, *, importance="l1",
     with eval_mode(work), torch.enable_grad():
         with torch.no_grad():
             before = work(*args)
-        pruner = tp.pruner.BasePruner(
-            work, inputs, importance=imp, pruning_ratio=default_ratio,
-            pruning_ratio_dict=ratio_dict, ignored_layers=ignored, round_to=round_to,
-            global_pruning=global_pruning, **pruner_options)
-        pruner.step()
-        with torch.no_grad():
-            after = work(*args)
+        try:
+            pruner = tp.pruner.BasePruner(
+                work, inputs, importance=imp, pruning_ratio=default_ratio,
+                pruning_ratio_dict=ratio_dict, ignored_layers=ignored, round_to=round_to,
+                global_pruning=global_pruning, **pruner_options)
+            pruner.step()
+            with torch.no_grad():
+                after = work(*args)
+        except Exception as exc:  # noqa: BLE001 - Torch-Pruning's own errors are not the user's
+            raise UnsupportedGraphError(
+                f"{caller}: Torch-Pruning could not prune {type(model).__name__} consistently "
+                f"({type(exc).__name__}: {exc}). Leave the layers it cannot follow out with "
+                "ignored_layers=[...], or prune them unstructured with prunekit.prune."
+            ) from exc
+    if sum(p.numel() for p in work.parameters()) == sum(p.numel() for p in model.parameters()) and (
+            default_ratio > 0 or any(v > 0 for v in (ratios or {}).values())):
+        warnings.warn(
+            f"{caller}: Torch-Pruning removed no channel of {type(model).__name__} (its layers may "
+            "be of types it does not know, such as Hugging Face's Conv1D); the copy is as large "
+            "as the model.", stacklevel=2)
     if isinstance(before, torch.Tensor) and before.shape != after.shape:
         raise ValueError(
             f"{caller} would change the model's output shape from {tuple(before.shape)} to "
