@@ -128,3 +128,24 @@ def test_shrink_refuses_dead_channels_it_cannot_see():
     pk.prune(model, 0.5, method="channel")
     with pytest.raises(pk.UnsupportedGraphError, match="which torch.fx runs as one operation"):
         pk.shrink(model, x)
+
+
+def test_a_shrunk_model_exports_to_onnx_runs_in_onnxruntime_and_is_small_on_disk(tmp_path):
+    onnx = pytest.importorskip("onnx", reason="the ONNX check needs onnx")
+    ort = pytest.importorskip("onnxruntime", reason="the ONNX check needs onnxruntime")
+    torch.manual_seed(0)
+    model = pk.models.LeNet5().eval()
+    x = torch.randn(2, 1, 28, 28)
+    pk.prune(model, 0.5, method="channel", exclude=["fc2"])
+    small = pk.shrink(model, x).eval()
+    path = tmp_path / "small.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(small, (x,), str(path), dynamo=False, input_names=["x"])
+    onnx.checker.check_model(onnx.load(str(path)))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (y,) = session.run(None, {"x": x.numpy()})
+    torch.testing.assert_close(torch.from_numpy(y), model(x), rtol=1e-4, atol=1e-5)
+    params = pk.count_parameters(small)
+    assert params < 0.6 * pk.count_parameters(model)
+    assert path.stat().st_size <= 4 * params + 20_000  # float32 values plus a small graph
