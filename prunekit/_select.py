@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from ._modules import widened
@@ -142,21 +144,29 @@ class Units:
 
 
 
-def concat(tensors: list) -> tuple[torch.Tensor, callable]:
+def concat(tensors: list) -> tuple[torch.Tensor, Callable[[torch.Tensor], list]]:
     """One flat tensor of all ``tensors`` (common dtype, first tensor's device) and its inverse.
 
-    The inverse maps a flat tensor of the same length back to one tensor per input, each
-    with its input's shape and device: what global scope needs to rank across layers.
+    The dtype is ``torch.promote_types`` over all inputs (so every value survives). The
+    inverse, ``split(values)``, maps a flat tensor of the same length (scores, a keep-mask:
+    any dtype, kept) back to one tensor per input, each with its input's shape and
+    device: what global scope needs to rank the units of all layers together.
+    Inputs are not modified.
     """
+    if not tensors:
+        raise ValueError("concat needs at least one tensor")
     dtype = tensors[0].dtype
     for t in tensors[1:]:
         dtype = torch.promote_types(dtype, t.dtype)
     device = tensors[0].device
     flat = torch.cat([t.reshape(-1).to(device=device, dtype=dtype) for t in tensors])
     shapes = [(t.shape, t.device) for t in tensors]
+    sizes = [s.numel() for s, _ in shapes]
 
     def split(values: torch.Tensor) -> list:
-        parts = values.split([s.numel() for s, _ in shapes])
-        return [p.view(s).to(d) for p, (s, d) in zip(parts, shapes)]
+        if values.dim() != 1 or values.numel() != flat.numel():
+            raise ValueError(f"split expects a 1-D tensor of {flat.numel()} entries, "
+                             f"got shape {tuple(values.shape)}")
+        return [p.reshape(s).to(d) for p, (s, d) in zip(values.split(sizes), shapes)]
 
     return flat, split
