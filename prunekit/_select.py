@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import numpy as np
 import torch
 
 from ._modules import widened
@@ -28,6 +31,22 @@ def _selectable(scores: torch.Tensor) -> torch.Tensor:
 
 
 _SAMPLE = 1 << 16  # below 4 * _SAMPLE entries a plain selection is already fast
+_CHUNK = 1 << 16   # entries per block on the CPU: a block and its temporaries stay in cache
+_SIGMAS = 6.0      # the sampled bracket spans this many standard deviations of rank each side
+_SLACK = 32        # plus this many sample ranks
+_FORCE_TORCH = False  # tests set it to run the torch code path on the CPU
+
+
+def _use_numpy(flat: torch.Tensor) -> bool:
+    """CPU float32/float64 values are selected in NumPy, on views of torch's memory.
+
+    NumPy's comparisons, counts and ``flatnonzero`` are SIMD loops several times faster
+    than torch's CPU kernels for the same job (``torch.masked_select`` on 16 M entries
+    takes longer than NumPy's whole selection), and ``np.partition`` (introselect) has
+    no quadratic case. No data is copied or moved: ``Tensor.numpy()`` shares memory.
+    Other devices (CUDA) run the same steps in torch, on the device.
+    """
+    return not _FORCE_TORCH and flat.device.type == "cpu" and flat.dtype in (torch.float32, torch.float64)
 
 
 def _kthvalue(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -44,6 +63,151 @@ def _kthvalue(x: torch.Tensor, k: int) -> torch.Tensor:
     return torch.topk(x, n - k + 1, largest=True, sorted=False).values.min()
 
 
+def _np_kth(x: np.ndarray, k: int):
+    return np.partition(x, k - 1)[k - 1]
+
+
+def _bracket(flat, k: int, absolute: bool, use_np: bool):
+    """Bounds ``lo <= k-th smallest <= hi`` from a strided sample, with overwhelming probability.
+
+    ``flat`` is a 1-D NumPy array (``use_np``) or tensor. The sample's order statistics
+    around rank ``k/n``, widened by ``_SIGMAS`` standard deviations of their rank (plus
+    ``_SLACK``), give the bounds; ``None`` is an open end. The caller checks the counts,
+    so a miss (an adversarial order) costs time, never exactness.
+    """
+    n = flat.shape[0]
+    sample = flat[:: n // _SAMPLE]
+    if use_np:
+        sample = np.sort(np.abs(sample) if absolute else sample)
+    else:
+        sample = (sample.abs() if absolute else sample).sort().values
+    m = sample.shape[0]
+    q = k / n
+    margin = int(_SIGMAS * (m * q * (1.0 - q)) ** 0.5) + _SLACK
+    lo_rank, hi_rank = int(q * m) - margin, int(q * m) + margin
+    lo = sample[min(lo_rank, m - 1)] if lo_rank >= 0 else None
+    hi = sample[max(hi_rank, 0)] if hi_rank < m else None
+    if not use_np:
+        lo = None if lo is None else lo.item()
+        hi = None if hi is None else hi.item()
+    return lo, hi
+
+
+def _pass_numpy(x: np.ndarray, lo, hi, absolute: bool, keep: np.ndarray | None):
+    """One blocked read of ``x``: entries below ``lo`` counted, entries in ``[lo, hi]`` gathered.
+
+    Returns ``(below, values, index)``: how many (absolute) values are ``< lo``, and the
+    values in the bracket with their flat indices (increasing). ``keep``, when given, is
+    filled with ``value > hi`` (the entries certainly kept); ``index`` is then computed.
+    Each block is read once; its temporaries (``|x|``, one bool buffer) are reused.
+    """
+    n = x.size
+    chunk = min(_CHUNK, n)
+    absbuf = np.empty(chunk, dtype=x.dtype) if absolute else None
+    inside = np.empty(chunk, dtype=bool)
+    above = np.empty(chunk, dtype=bool) if keep is None else None
+    below, values, index = 0, [], []
+    for start in range(0, n, chunk):
+        block = x[start:start + chunk]
+        size = block.size
+        if absolute:
+            block = np.abs(block, out=absbuf[:size])
+        out = inside[:size]
+        if lo is None:
+            out.fill(False)
+        else:
+            np.less(block, lo, out=out)
+            below += int(np.count_nonzero(out))
+        if hi is not None:
+            gt = keep[start:start + size] if keep is not None else above[:size]
+            np.greater(block, hi, out=gt)
+            np.logical_or(out, gt, out=out)
+        elif keep is not None:
+            keep[start:start + size] = False
+        np.logical_not(out, out=out)  # lo <= value <= hi
+        if keep is None:
+            values.append(block[out])
+        else:
+            at = np.flatnonzero(out)
+            values.append(block[at])
+            at += start
+            index.append(at)
+    values = np.concatenate(values)
+    return below, values, (np.concatenate(index) if keep is not None else None)
+
+
+def _pass_torch(x: torch.Tensor, lo, hi, absolute: bool, keep: torch.Tensor | None):
+    """:func:`_pass_numpy` in torch ops on ``x``'s device (the whole tensor as one block off the CPU)."""
+    n = x.numel()
+    chunk = min(_CHUNK, n) if x.device.type == "cpu" else n
+    absbuf = torch.empty(chunk, dtype=x.dtype, device=x.device) if absolute else None
+    inside = torch.empty(chunk, dtype=torch.bool, device=x.device)
+    above = torch.empty(chunk, dtype=torch.bool, device=x.device) if keep is None else None
+    below, values, index = 0, [], []
+    for start in range(0, n, chunk):
+        block = x[start:start + chunk]
+        size = block.numel()
+        if absolute:
+            block = torch.abs(block, out=absbuf[:size])
+        out = inside[:size]
+        if lo is None:
+            out.fill_(False)
+        else:
+            torch.lt(block, lo, out=out)
+            below += int(torch.count_nonzero(out))
+        if hi is not None:
+            gt = keep[start:start + size] if keep is not None else above[:size]
+            torch.gt(block, hi, out=gt)
+            out.logical_or_(gt)
+        elif keep is not None:
+            keep[start:start + size] = False
+        out.logical_not_()  # lo <= value <= hi
+        if keep is None:
+            values.append(block[out])
+        else:
+            at = torch.nonzero(out).squeeze(1)
+            values.append(block[at])
+            index.append(at + start)
+    values = torch.cat(values)
+    return below, values, (torch.cat(index) if keep is not None else None)
+
+
+def _select(flat: torch.Tensor, k: int, absolute: bool, keep):
+    """``(threshold, n_at_or_below, values, index)`` for the k-th smallest, 1 <= k <= n.
+
+    ``flat`` is 1-D and selectable (float32/float64 after widening); ``absolute`` ranks
+    ``|flat|`` without materialising it. A sampled bracket (large inputs) narrows the
+    candidates to a small fraction; small inputs, or a bracket that misses, bracket the
+    exact k-th value itself, so the result is always exact.
+    """
+    use_np = _use_numpy(flat)
+    x = flat.detach().numpy() if use_np else flat.detach()
+    run = _pass_numpy if use_np else _pass_torch
+    n = flat.numel()
+    if n > 4 * _SAMPLE:
+        lo, hi = _bracket(x, k, absolute, use_np)
+        below, values, index = run(x, lo, hi, absolute, keep)
+        if below < k <= below + values.shape[0]:
+            return _finish(values, k - below, below, index, use_np)
+    # exact k-th value first (one selection over a copy), then one pass with lo = hi = it
+    if use_np:
+        exact = _np_kth(np.abs(x) if absolute else x.copy(), k)
+    else:
+        exact = _kthvalue(x.abs() if absolute else x, k).item()
+    below, values, index = run(x, exact, exact, absolute, keep)
+    return _finish(values, k - below, below, index, use_np)
+
+
+def _finish(values, kk: int, below: int, index, use_np: bool):
+    if use_np:
+        threshold = _np_kth(values, kk)
+        n_le = below + int(np.count_nonzero(values <= threshold))
+    else:
+        threshold = _kthvalue(values, kk)
+        n_le = below + int(torch.count_nonzero(values <= threshold))
+    return threshold, n_le, values, index
+
+
 def kth_smallest(flat: torch.Tensor, k: int) -> tuple[torch.Tensor, int]:
     """The k-th smallest value (1-based) of a 1-D tensor, and how many entries are <= it.
 
@@ -51,54 +215,45 @@ def kth_smallest(flat: torch.Tensor, k: int) -> tuple[torch.Tensor, int]:
     bracket the answer with a deterministic strided sample: the sample's order statistics
     around rank ``k/n`` give bounds ``lo <= answer <= hi`` with overwhelming probability.
     Counting the entries below ``lo`` and selecting inside the (small) bracket is then
-    exact. If the bracket misses (adversarial orderings), fall back to a full kthvalue, so
-    the result is always exact; only the speed depends on the data.
+    exact. If the bracket misses (adversarial orderings), the exact value is selected over
+    the whole tensor, so the result is always exact; only the speed depends on the data.
+    The value is a 0-d tensor of ``flat``'s dtype on its device.
     """
-    n = flat.numel()
-    if n > 4 * _SAMPLE:
-        sample = flat[:: n // _SAMPLE].sort().values
-        m = sample.numel()
-        q = k / n
-        margin = int(6.0 * (m * q * (1.0 - q)) ** 0.5) + 32
-        lo_rank, hi_rank = int(q * m) - margin, int(q * m) + margin
-        inside = None
-        below = 0
-        if lo_rank >= 0:
-            lo = sample[lo_rank]
-            inside = flat >= lo
-            below = n - int(torch.count_nonzero(inside))
-        if hi_rank < m:
-            le_hi = flat <= sample[hi_rank]
-            inside = le_hi if inside is None else inside.logical_and_(le_hi)
-        candidates = flat if inside is None else flat[inside]
-        if below < k <= below + candidates.numel():
-            value = _kthvalue(candidates, k - below)
-            return value, below + int(torch.count_nonzero(candidates <= value))
-    value = _kthvalue(flat, k)
-    return value, int(torch.count_nonzero(flat <= value))
+    work = _selectable(flat.reshape(-1))
+    threshold, n_le, _, _ = _select(work, k, False, None)
+    value = torch.as_tensor(threshold, device=flat.device) if _use_numpy(work) else threshold
+    return value.to(flat.dtype), n_le
 
 
-def keep_lowest_pruned(scores: torch.Tensor, n_prune: int) -> torch.Tensor:
+def keep_lowest_pruned(scores: torch.Tensor, n_prune: int, *, absolute: bool = False) -> torch.Tensor:
     """Flat bool mask that prunes exactly ``n_prune`` lowest scores (ties: lower index first).
 
     ``scores`` may contain ``-inf`` (units that must be pruned first, e.g. already pruned
-    ones). It must not contain NaN; callers validate that.
+    ones). It must not contain NaN; callers validate that. With ``absolute=True`` the
+    scores are ``|scores|``, computed block by block and never stored whole (what
+    :func:`prunekit.magnitude_mask` ranks by). ``scores`` is never modified.
+
+    Cost on large tensors: one blocked read of ``scores`` that writes the mask of the
+    entries above a sampled bracket and gathers the few inside it (about 1.5 % at
+    sparsity 0.9), then a selection among those and a scatter; no full-size temporary.
     """
-    flat = _selectable(scores.reshape(-1))
+    flat = _selectable(scores.detach().reshape(-1))
     n = flat.numel()
     if n_prune <= 0:
         return torch.ones(n, dtype=torch.bool, device=flat.device)
     if n_prune >= n:
         return torch.zeros(n, dtype=torch.bool, device=flat.device)
-    threshold, n_at_or_below = kth_smallest(flat, n_prune)  # the n_prune-th smallest score
-    keep = flat > threshold
-    # Entries <= threshold number at least n_prune; the surplus are ties at the threshold
-    # that must stay. Keep the highest-index ties so the lowest-index ones are pruned.
-    surplus = n_at_or_below - n_prune
+    use_np = _use_numpy(flat)
+    keep = np.empty(n, dtype=bool) if use_np else torch.empty(n, dtype=torch.bool, device=flat.device)
+    threshold, n_le, values, index = _select(flat, n_prune, absolute, keep)
+    # keep holds value > hi; of the candidates keep those above the threshold, and of the
+    # ties at the threshold the highest-index surplus (so the lowest-index ones are pruned)
+    keep[index[values > threshold]] = True
+    surplus = n_le - n_prune
     if surplus > 0:
-        tied = torch.nonzero(flat == threshold).squeeze(1)
-        keep[tied[tied.numel() - surplus:]] = True
-    return keep
+        tied = index[values == threshold]
+        keep[tied[tied.shape[0] - surplus:]] = True
+    return torch.from_numpy(keep) if use_np else keep
 
 
 def expand_channel_mask(unit_keep: torch.Tensor, shape: torch.Size) -> torch.Tensor:
@@ -142,21 +297,29 @@ class Units:
 
 
 
-def concat(tensors: list) -> tuple[torch.Tensor, callable]:
+def concat(tensors: list) -> tuple[torch.Tensor, Callable[[torch.Tensor], list]]:
     """One flat tensor of all ``tensors`` (common dtype, first tensor's device) and its inverse.
 
-    The inverse maps a flat tensor of the same length back to one tensor per input, each
-    with its input's shape and device: what global scope needs to rank across layers.
+    The dtype is ``torch.promote_types`` over all inputs (so every value survives). The
+    inverse, ``split(values)``, maps a flat tensor of the same length (scores, a keep-mask:
+    any dtype, kept) back to one tensor per input, each with its input's shape and
+    device: what global scope needs to rank the units of all layers together.
+    Inputs are not modified.
     """
+    if not tensors:
+        raise ValueError("concat needs at least one tensor")
     dtype = tensors[0].dtype
     for t in tensors[1:]:
         dtype = torch.promote_types(dtype, t.dtype)
     device = tensors[0].device
     flat = torch.cat([t.reshape(-1).to(device=device, dtype=dtype) for t in tensors])
     shapes = [(t.shape, t.device) for t in tensors]
+    sizes = [s.numel() for s, _ in shapes]
 
     def split(values: torch.Tensor) -> list:
-        parts = values.split([s.numel() for s, _ in shapes])
-        return [p.view(s).to(d) for p, (s, d) in zip(parts, shapes)]
+        if values.dim() != 1 or values.numel() != flat.numel():
+            raise ValueError(f"split expects a 1-D tensor of {flat.numel()} entries, "
+                             f"got shape {tuple(values.shape)}")
+        return [p.reshape(s).to(d) for p, (s, d) in zip(values.split(sizes), shapes)]
 
     return flat, split

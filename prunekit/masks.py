@@ -69,9 +69,11 @@ def magnitude_mask(weight: torch.Tensor, sparsity: float, *, p: int = 1) -> torc
     caller = "magnitude_mask"
     check_weight(weight, caller)
     sparsity = check_sparsity(sparsity, caller)
-    p = check_p(p, caller)
-    scores = criteria.magnitude_scores(weight, p)
-    return keep_lowest_pruned(scores, n_to_prune(sparsity, weight.numel())).view(weight.shape)
+    check_p(p, caller)
+    # ranks by |w| (criteria.magnitude_scores) without storing it: blocks of |w| are made
+    # and compared while the weight is read once
+    return keep_lowest_pruned(weight, n_to_prune(sparsity, weight.numel()),
+                              absolute=True).view(weight.shape)
 
 
 def gradient_mask(weight: torch.Tensor, grad: torch.Tensor, sparsity: float, *,

@@ -9,6 +9,7 @@ is *not* visible there (editable finders are not activated through a plain path 
 which the notebook's extra first cell asserts.
 """
 
+import os
 import pathlib
 import shutil
 import site
@@ -25,7 +26,10 @@ NOTEBOOK = ROOT / "notebooks" / "00_quickstart.ipynb"
 
 
 def run(*args, **kwargs):
-    return subprocess.run([str(a) for a in args], check=True, capture_output=True, text=True, **kwargs)
+    # without PYTHONPATH: a caller's path to a checkout would shadow the installed wheel
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return subprocess.run([str(a) for a in args], check=True, capture_output=True, text=True,
+                          env=env, **kwargs)
 
 
 @pytest.fixture(scope="module")
