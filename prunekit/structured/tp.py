@@ -16,7 +16,7 @@ from .rebuild import UnsupportedGraphError
 
 __all__ = ["tp_prune", "PrunekitImportance", "TP_IMPORTANCES"]
 
-#: the ``importance`` names :func:`prunekit.tp_prune` and :class:`prunekit.PrunekitImportance` accept
+#: the ``importance`` names :func:`prunekit.tp_prune` and :class:`prunekit.structured.PrunekitImportance` accept
 TP_IMPORTANCES = ("l1", "l2", "taylor")
 
 
@@ -164,7 +164,7 @@ def tp_prune(model: nn.Module, example_input, sparsity, *, importance="l1",
 
     Works on graphs :func:`prunekit.shrink` refuses: residual additions,
     concatenations, grouped and depthwise convolutions. Runs
-    ``torch_pruning.pruner.BasePruner`` with :class:`prunekit.PrunekitImportance` (or any
+    ``torch_pruning.pruner.BasePruner`` with :class:`prunekit.structured.PrunekitImportance` (or any
     Torch-Pruning importance you pass) on a deep copy, so the result is physically
     smaller and ``model`` is not modified. Masks already on ``model`` are made
     permanent in the copy first, so masked channels (norm 0) are the first to go.
@@ -176,7 +176,7 @@ def tp_prune(model: nn.Module, example_input, sparsity, *, importance="l1",
         sparsity: fraction of each group's channels to remove, in [0, 1]
             (Torch-Pruning's ``pruning_ratio``: it keeps ``int(n * (1 - sparsity))``
             channels), or ``{layer_name: fraction}`` for per-layer ratios.
-        importance: ``"l1"``, ``"l2"``, ``"taylor"`` (:class:`prunekit.PrunekitImportance`; for
+        importance: ``"l1"``, ``"l2"``, ``"taylor"`` (:class:`prunekit.structured.PrunekitImportance`; for
             Taylor, gradients must be in ``.grad``), or a Torch-Pruning importance
             object, e.g. ``torch_pruning.importance.GroupMagnitudeImportance(p=2)``.
         ignored_layers: modules (or names) whose output channels must stay, default:
