@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 
 _CARRIAGE_RETURN = re.compile(r"[^\n]*\r(?=[^\r\n])")
-_BACKSPACE = re.compile(r"[^\n\b]\b")
+_BACKSPACE = re.compile("[^\n\x08]\x08")  # a character erased by a backspace
 
 
 def render_stream_text(text: str) -> str:
