@@ -99,11 +99,14 @@ def serve(book_dir: pathlib.Path):
 
 def find_browser() -> tuple[str, str]:
     """(chromium, chromedriver) paths, or raise FileNotFoundError saying how to install."""
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
+    import os
+    chromium = (os.environ.get("CHROMIUM") or shutil.which("chromium")
+                or shutil.which("chromium-browser"))
+    driver = os.environ.get("CHROMEDRIVER") or shutil.which("chromedriver")
     if not chromium or not driver:
         raise FileNotFoundError("Debian's chromium and chromium-driver are needed: run "
-                                "`sudo tools/install-browser.sh` (or `make browser-deps`).")
+                                "`tools/install-browser.sh` as root (or `make browser-deps`), or set "
+                                "CHROMIUM and CHROMEDRIVER.")
     return chromium, driver
 
 
