@@ -139,14 +139,18 @@ def set_viewport(d, width: int, height: int, mobile: bool) -> None:
         "width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile})
 
 
-def screenshot(d, path: pathlib.Path, full: bool, max_height: int = 12000) -> None:
+def screenshot(d, path: pathlib.Path, full: bool, size: tuple[int, int], mobile: bool,
+               max_height: int = 12000) -> None:
+    """A PNG of the viewport, or of the whole page (the viewport stretched to the page's
+    height for the shot: Chromium's captureBeyondViewport shifted wide pages sideways)."""
     import base64
-    params = {"format": "png", "captureBeyondViewport": full}
     if full:
-        w, h = d.execute_script("return [document.documentElement.clientWidth,"
-                                " document.documentElement.scrollHeight]")
-        params["clip"] = {"x": 0, "y": 0, "width": w, "height": min(h, max_height), "scale": 1}
-    data = d.execute_cdp_cmd("Page.captureScreenshot", params)["data"]
+        h = d.execute_script("return document.documentElement.scrollHeight")
+        set_viewport(d, size[0], min(max(h, size[1]), max_height), mobile)
+        time.sleep(0.3)
+    data = d.execute_cdp_cmd("Page.captureScreenshot", {"format": "png"})["data"]
+    if full:
+        set_viewport(d, *size, mobile=mobile)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(base64.b64decode(data))
 
@@ -376,6 +380,10 @@ def _console(d, base: str) -> tuple[list[str], list[str]]:
     return errors, external
 
 
+def _png(page: str) -> str:
+    return page.replace("/", "__").replace(".html", ".png")
+
+
 def check_book(book_dir: pathlib.Path, screenshots: pathlib.Path | None = None,
                only: list[str] | None = None, log=print) -> dict[str, dict]:
     """Measure every page; returns {page: {check: details}}."""
@@ -392,23 +400,23 @@ def check_book(book_dir: pathlib.Path, screenshots: pathlib.Path | None = None,
             time.sleep(0.3)
             m = d.execute_script(MEASURE_DESKTOP)
             if screenshots:
-                screenshot(d, screenshots / "1400" / page.replace("/", "__").replace(".html", ".png"), full=True)
+                screenshot(d, screenshots / "1400" / _png(page), True, DESKTOP, False)
             errors, external = _console(d, base)
             # phone
             set_viewport(d, *PHONE, mobile=True)
             d.get(url)
             d.execute_async_script(WAIT_MATHJAX)
             if screenshots:
-                screenshot(d, screenshots / "390" / page.replace("/", "__").replace(".html", ".png"), full=True)
+                screenshot(d, screenshots / "390" / _png(page), True, PHONE, True)
             primary = _drawer(d, "primary")
             if screenshots:
-                screenshot(d, screenshots / "390-menu" / page.replace("/", "__").replace(".html", ".png"), full=False)
+                screenshot(d, screenshots / "390-menu" / _png(page), False, PHONE, True)
             _close_drawers(d)
             d.get(url)
             d.execute_async_script(WAIT_MATHJAX)
             secondary = _drawer(d, "secondary")
             if screenshots and secondary["toggle"]:
-                screenshot(d, screenshots / "390-contents" / page.replace("/", "__").replace(".html", ".png"), full=False)
+                screenshot(d, screenshots / "390-contents" / _png(page), False, PHONE, True)
             e2, x2 = _console(d, base)
             errors += e2
             external += x2
