@@ -140,7 +140,7 @@ def set_viewport(d, width: int, height: int, mobile: bool) -> None:
 
 
 def screenshot(d, path: pathlib.Path, full: bool, size: tuple[int, int], mobile: bool,
-               max_height: int = 12000) -> None:
+               max_height: int = 32000) -> None:
     """A PNG of the viewport, or of the whole page (the viewport stretched to the page's
     height for the shot: Chromium's captureBeyondViewport shifted wide pages sideways)."""
     import base64
