@@ -103,11 +103,13 @@ def _describe(t) -> str:
 
 
 def check_weight(weight, caller: str, name: str = "weight", *, ndim: int | None = None,
-                 min_ndim: int | None = None) -> torch.Tensor:
+                 min_ndim: int | None = None, finite: bool = True) -> torch.Tensor:
     """A non-empty floating-point tensor with only finite values.
 
     ``ndim`` requires an exact number of dimensions (4 for a conv kernel mask),
-    ``min_ndim`` a lower bound (2 for channel masks).
+    ``min_ndim`` a lower bound (2 for channel masks). ``finite=False`` skips the pass over
+    the values, for callers that check them more cheaply (e.g. after sorting) and call
+    again with ``finite=True`` for the message.
     """
     if not isinstance(weight, torch.Tensor):
         raise TypeError(
@@ -134,6 +136,8 @@ def check_weight(weight, caller: str, name: str = "weight", *, ndim: int | None 
             f"The {name!r} parameter of {caller} must have at least {min_ndim} dimensions "
             f"(dim 0 indexes output channels). Got {_describe(weight)} instead."
         )
+    if not finite:
+        return weight
     lo, hi = torch.aminmax(weight.detach())  # one pass; NaN and +-inf propagate to lo/hi
     if not bool(torch.isfinite(lo) & torch.isfinite(hi)):
         bad = int((~torch.isfinite(weight)).sum())

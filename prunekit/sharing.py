@@ -8,7 +8,10 @@ from torch.nn.utils import parametrize
 
 from ._modules import module_ids
 from ._validation import check_choice, check_int, check_model, check_weight
-from .cluster.solver import _cluster_values, _labels, _Sorted, _work
+from .cluster.solver import Sorted as _Sorted
+from .cluster.solver import cluster_values as _cluster_values
+from .cluster.solver import nearest as _labels
+from .cluster.solver import work_values as _work
 from .reparam import effective_tensor, is_masked, unmask
 from .targets import weight_layers
 

@@ -1,15 +1,9 @@
-"""K-means (chapter 3): 1-D k-means, cluster masks, the source's code, prune(method="kmeans"),
-weight sharing and Deep Compression's size accounting.
+"""K-means (chapter 3) beyond the solver: the source's code, prune(method="kmeans"), weight
+sharing and Deep Compression's size accounting. ``kmeans_1d`` and ``kmeans_mask`` are
+checked in ``test_cluster.py``.
 
 What is checked:
 
-* ``kmeans_1d``: the exact optimum on small inputs (brute force over all interval
-  partitions, and an independent O(k n^2) DP), inertia <= scikit-learn's
-  ``KMeans(n_init=10, random_state=0)`` on several distributions, ascending centres,
-  labels = nearest centre (ties to the lower index), determinism, purity, and the
-  NumPy (CPU) and torch (CUDA) code paths giving identical results;
-* ``kmeans_mask``: whole clusters, smallest |centre| first, the count nearest to the
-  target with the documented tie rules, sparsity 0 and 1, nesting, the info table;
 * ``source_kmeans_mask``: reproduces the documented problems;
 * ``prune(method="kmeans")``: both scopes, nested re-pruning, bad input leaves the model
   untouched;
@@ -23,16 +17,14 @@ from __future__ import annotations
 
 import copy
 import io
-import itertools
 
-import numpy as np
 import pytest
 import torch
+from _kmeans_data import distribution
 from torch import nn
 
 import prunekit as pk
 from prunekit import reference, sharing
-from prunekit.cluster import solver as km
 
 sklearn_cluster = pytest.importorskip("sklearn.cluster")
 threadpoolctl = pytest.importorskip("threadpoolctl")  # a scikit-learn dependency
@@ -41,74 +33,6 @@ threadpoolctl = pytest.importorskip("threadpoolctl")  # a scikit-learn dependenc
 # --------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------
-
-
-def inertia(x: torch.Tensor, centers: torch.Tensor, labels: torch.Tensor) -> float:
-    x = x.detach().reshape(-1).double().cpu()
-    return float(((x - centers.double().cpu()[labels.reshape(-1).cpu()]) ** 2).sum())
-
-
-def brute_force_optimum(values: np.ndarray, k: int) -> float:
-    """Minimum inertia over every split of the sorted values into k intervals."""
-    v = np.sort(values.astype(np.float64))
-    n = v.size
-    best = np.inf
-    for cuts in itertools.combinations(range(1, n), k - 1):
-        total = sum(((p - p.mean()) ** 2).sum() for p in np.split(v, cuts))
-        best = min(best, total)
-    return best
-
-
-def reference_optimum(values: np.ndarray, k: int) -> float:
-    """Textbook O(k n^2) DP (Wang & Song 2011), written independently of prunekit."""
-    v = np.sort(values.astype(np.float64))
-    n = v.size
-    p1 = np.concatenate([[0.0], np.cumsum(v)])
-    p2 = np.concatenate([[0.0], np.cumsum(v * v)])
-    D = np.full((k + 1, n + 1), np.inf)
-    D[0, 0] = 0.0
-    for j in range(1, k + 1):
-        for i in range(j, n + 1):
-            t = np.arange(j - 1, i)
-            cost = (p2[i] - p2[t]) - (p1[i] - p1[t]) ** 2 / (i - t)
-            D[j, i] = np.min(D[j - 1, t] + cost)
-    return float(D[k, n])
-
-
-def sklearn_inertia(x: torch.Tensor, k: int) -> float:
-    data = x.detach().reshape(-1, 1).double().cpu().numpy()
-    with threadpoolctl.threadpool_limits(1):  # OpenMP threads crawl on a busy machine
-        fit = sklearn_cluster.KMeans(n_clusters=k, n_init=10, random_state=0).fit(data)
-    return float(((data[:, 0] - fit.cluster_centers_[fit.labels_, 0]) ** 2).sum())
-
-
-def distribution(name: str, n: int, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    if name == "normal":
-        return torch.randn(n, generator=g)
-    if name == "laplace":
-        u = torch.rand(n, generator=g) - 0.5
-        return -torch.sign(u) * torch.log1p(-2 * u.abs())
-    if name == "bimodal":
-        a = torch.randn(n, generator=g)
-        return torch.where(torch.rand(n, generator=g) < 0.3, 0.3 * a - 2.0, 0.5 * a + 1.0)
-    if name == "trained":  # peaked, heavy-tailed, slightly skewed: like a trained layer
-        z = torch.randn(n, generator=g)
-        chi = torch.randn(n, 3, generator=g).pow(2).sum(1) / 3  # Student-t with 3 dof
-        return 0.05 * z / chi.sqrt() + 0.002
-    if name == "pruned":  # a magnitude-pruned layer's survivors: two tails, a gap at zero
-        z = 0.05 * torch.randn(n * 3, generator=g)
-        return z[z.abs() > 0.05][:n]
-    raise ValueError(name)
-
-
-def check_nearest(x: torch.Tensor, centers: torch.Tensor, labels: torch.Tensor) -> None:
-    """labels[i] is the lowest index among the centres nearest to x[i] (exact float64)."""
-    xd = x.detach().reshape(-1, 1).double().cpu()
-    d = (xd - centers.double().cpu()[None, :]).abs()
-    dmin = d.min(dim=1).values
-    first = (d == dmin[:, None]).double().argmax(dim=1)  # first index attaining the min
-    assert torch.equal(labels.reshape(-1).cpu(), first)
 
 
 def mlp(seed: int = 0) -> nn.Sequential:
@@ -123,260 +47,6 @@ def snapshot(model: nn.Module) -> dict:
 def same_state(model: nn.Module, state: dict) -> bool:
     now = model.state_dict()
     return now.keys() == state.keys() and all(torch.equal(now[k], state[k]) for k in state)
-
-
-# --------------------------------------------------------------------------------------
-# kmeans_1d: exactness and quality
-# --------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("seed", range(6))
-def test_kmeans_1d_is_the_brute_force_optimum_on_tiny_inputs(seed):
-    g = torch.Generator().manual_seed(seed)
-    n = 6 + seed  # 6..11 values
-    # integer-valued data has duplicates and ties at midpoints; random data has neither
-    data = [torch.randint(-4, 5, (n,), generator=g).double(), torch.randn(n, generator=g, dtype=torch.float64)]
-    for x in data:
-        d = x.unique().numel()
-        for k in range(1, min(d, 5) + 1):
-            centers, labels = pk.kmeans_1d(x, k)
-            best = brute_force_optimum(x.numpy(), k)
-            assert inertia(x, centers, labels) <= best * (1 + 1e-12) + 1e-12
-            check_nearest(x, centers, labels)
-
-
-@pytest.mark.parametrize("name", ["normal", "laplace", "bimodal", "trained"])
-@pytest.mark.parametrize("k", [2, 3, 8, 16])
-def test_kmeans_1d_matches_an_independent_dp_on_small_inputs(name, k):
-    x = distribution(name, 150, seed=k).double()  # 150 distinct values: the exact path
-    centers, labels = pk.kmeans_1d(x, k)
-    best = reference_optimum(x.numpy(), k)
-    assert inertia(x, centers, labels) == pytest.approx(best, rel=1e-9, abs=1e-12)
-
-
-@pytest.mark.parametrize("name", ["normal", "laplace", "bimodal", "trained", "pruned"])
-@pytest.mark.parametrize("k", [4, 16])
-def test_kmeans_1d_is_at_least_as_good_as_sklearn(name, k):
-    """n = 6000 distinct values: the summary DP + Lloyd path (not the exact one)."""
-    x = distribution(name, 6000, seed=10 + k)
-    ours = inertia(x, *pk.kmeans_1d(x, k))
-    assert ours <= sklearn_inertia(x, k) * (1 + 1e-6)  # float32 centres: rounding only
-
-
-def test_kmeans_1d_with_many_clusters_beats_sklearn():
-    x = distribution("normal", 4000, seed=3)
-    ours = inertia(x, *pk.kmeans_1d(x, 64))
-    assert ours <= sklearn_inertia(x, 64) * (1 + 1e-6)
-
-
-@pytest.mark.parametrize("name", ["normal", "laplace", "bimodal"])
-def test_kmeans_1d_summary_path_reaches_the_exact_optimum(monkeypatch, name):
-    """6000 distinct values, k=8: summary DP + refinement + Lloyd versus the exact DP."""
-    x = distribution(name, 6000, seed=1).double()
-    ours = inertia(x, *pk.kmeans_1d(x, 8))
-    monkeypatch.setattr(km, "_EXACT_MAX", 10**9)  # force the exact DP over all values
-    exact = inertia(x, *pk.kmeans_1d(x, 8))
-    assert ours == pytest.approx(exact, rel=1e-9)
-
-
-def test_exact_dp_paths_agree(monkeypatch):
-    """Dense rows (small problems), divide and conquer (NumPy) and divide and conquer
-    (torch, the CUDA code) give the same optimal cuts."""
-    g = torch.Generator().manual_seed(0)
-    W = torch.arange(201, dtype=torch.float64)
-    v = torch.randn(200, generator=g, dtype=torch.float64).sort().values
-    S = torch.cat([torch.zeros(1, dtype=torch.float64), v.cumsum(0)])
-    Q = torch.cat([torch.zeros(1, dtype=torch.float64), (v * v).cumsum(0)])
-
-    def backtrack(args):
-        cuts = [200]
-        for arg in reversed(args):
-            cuts.append(int(arg[cuts[-1]]))
-        return [0, *cuts[::-1]]
-
-    for k in (2, 5, 9):
-        dense = km._dp(W, S, Q, k).tolist()
-        with monkeypatch.context() as mp:
-            mp.setattr(km, "_DENSE_WORK", 0)
-            dc = km._dp(W, S, Q, k).tolist()
-        dc_torch = backtrack(km._dp_rows(W, S, Q, k, km._TorchOps(W.device)))
-        assert dense == dc == dc_torch
-        assert dense == sorted(dense) and len(dense) == k + 1
-        x = v.numpy()
-        cost = sum(((x[a:b] - x[a:b].mean()) ** 2).sum() for a, b in zip(dense, dense[1:]))
-        assert cost == pytest.approx(reference_optimum(x, k), rel=1e-12)
-
-
-# --------------------------------------------------------------------------------------
-# kmeans_1d: contract
-# --------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
-def test_kmeans_1d_shapes_dtypes_order_and_nearest_labels(dtype):
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(7, 9, 11, generator=g).to(dtype)
-    centers, labels = pk.kmeans_1d(x, 6)
-    assert centers.shape == (6,) and centers.dtype == dtype and centers.device == x.device
-    assert labels.shape == x.shape and labels.dtype == torch.int64
-    assert bool((centers[1:] > centers[:-1]).all())
-    check_nearest(x, centers, labels)
-    assert torch.equal(torch.bincount(labels.reshape(-1), minlength=6) > 0, torch.ones(6, dtype=torch.bool))
-
-
-def test_kmeans_1d_half_way_values_go_to_the_lower_centre():
-    x = torch.tensor([0.0, 0.0, 1.0, 2.0, 2.0])  # 1.0 is half-way between centres 0 and 2
-    centers, labels = pk.kmeans_1d(x, 2)
-    check_nearest(x, centers, labels)
-
-
-def test_kmeans_1d_is_deterministic_pure_and_accepts_parameters():
-    w = nn.Parameter(distribution("normal", 5000, seed=4).view(50, 100))
-    before = w.detach().clone()
-    a = pk.kmeans_1d(w, 8)
-    b = pk.kmeans_1d(w, 8)
-    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
-    assert torch.equal(w.detach(), before) and w.grad is None
-
-
-@pytest.mark.parametrize("n, k", [(40, 5), (300, 16), (5000, 8), (5000, 64), (1500, 100)])
-def test_numpy_and_torch_code_paths_agree(monkeypatch, n, k):
-    """On the CPU the core runs in NumPy; elsewhere (CUDA) in torch. Same results."""
-    x = distribution("normal", n, seed=n + k)
-    c1, l1 = pk.kmeans_1d(x, k)
-    m1 = pk.kmeans_mask(x, 0.4, n_clusters=k)
-    monkeypatch.setattr(km, "_FORCE_TORCH", True)
-    c2, l2 = pk.kmeans_1d(x, k)
-    assert torch.equal(c1, c2) and torch.equal(l1, l2)
-    assert torch.equal(m1, pk.kmeans_mask(x, 0.4, n_clusters=k))
-
-
-def test_kmeans_1d_constant_and_few_distinct_values():
-    x = torch.full((4, 4), 0.25)
-    centers, labels = pk.kmeans_1d(x, 1)
-    assert centers.tolist() == [0.25] and not labels.any()
-    with pytest.raises(ValueError, match=r"must be <= the number of distinct values in 'x' \(1\)\. Got 2"):
-        pk.kmeans_1d(x, 2)
-    x = torch.tensor([1.0, 1.0, 3.0, 3.0, 3.0, 7.0])
-    centers, labels = pk.kmeans_1d(x, 3)  # k = number of distinct values: each its own centre
-    assert centers.tolist() == [1.0, 3.0, 7.0] and labels.tolist() == [0, 0, 1, 1, 1, 2]
-    with pytest.raises(ValueError, match=r"\(3\)\. Got 4 instead"):
-        pk.kmeans_1d(x, 4)
-
-
-@pytest.mark.parametrize("bad, exc, match", [
-    (True, TypeError, "must be an integer >= 1. Got True"),
-    (2.0, TypeError, "Got 2.0"),
-    ("3", TypeError, "Got '3'"),
-    (0, ValueError, "Got 0"),
-    (-2, ValueError, "Got -2"),
-])
-def test_kmeans_1d_rejects_bad_n_clusters(bad, exc, match):
-    with pytest.raises(exc, match=f"'n_clusters' parameter of kmeans_1d {match}".replace(" Got", ".*Got")):
-        pk.kmeans_1d(torch.randn(10), bad)
-
-
-def test_kmeans_1d_rejects_bad_tensors_and_leaves_them_alone():
-    x = torch.tensor([1.0, float("nan"), 2.0])
-    before = x.clone()
-    with pytest.raises(ValueError, match="'x' parameter of kmeans_1d must contain only finite values"):
-        pk.kmeans_1d(x, 2)
-    assert torch.equal(x.isnan(), before.isnan()) and x[0] == 1.0 and x[2] == 2.0
-    with pytest.raises(ValueError, match="finite"):
-        pk.kmeans_1d(torch.tensor([1.0, float("inf")]), 1)
-    with pytest.raises(TypeError, match="floating-point"):
-        pk.kmeans_1d(torch.arange(5), 2)
-    with pytest.raises(TypeError, match="torch.Tensor"):
-        pk.kmeans_1d([0.1, 0.2], 1)
-    with pytest.raises(ValueError, match="non-empty"):
-        pk.kmeans_1d(torch.empty(0), 1)
-
-
-# --------------------------------------------------------------------------------------
-# kmeans_mask
-# --------------------------------------------------------------------------------------
-
-
-def test_kmeans_mask_sparsity_zero_and_one():
-    w = distribution("normal", 1000, seed=2).view(20, 50)
-    assert pk.kmeans_mask(w, 0.0).all()
-    assert not pk.kmeans_mask(w, 1.0).any()
-    mask = pk.kmeans_mask(w, 0.0)
-    assert mask.dtype == torch.bool and mask.shape == w.shape
-
-
-@pytest.mark.parametrize("sparsity", [0.1, 0.3, 0.5, 0.72, 0.9])
-@pytest.mark.parametrize("k", [4, 8, 16])
-def test_kmeans_mask_prunes_whole_clusters_nearest_to_the_target(sparsity, k):
-    w = distribution("laplace", 3000, seed=k).view(60, 50)
-    before = w.clone()
-    mask, info = pk.kmeans_mask(w, sparsity, n_clusters=k, return_info=True)
-    assert torch.equal(w, before)
-    centers, labels = pk.kmeans_1d(w, k)
-    assert info.centers == tuple(centers.tolist())
-    # whole clusters: every cluster is kept or pruned entirely
-    for c in range(k):
-        members = mask[labels == c]
-        assert members.all() or not members.any()
-    pruned = [not bool(mask[labels == c].any()) for c in range(k)]
-    assert tuple(pruned) == info.pruned_clusters
-    # smallest |centre| first
-    mags = centers.abs()
-    if any(pruned) and not all(pruned):
-        assert mags[torch.tensor(pruned)].max() <= mags[~torch.tensor(pruned)].min()
-    # the number of weights pruned is the nearest achievable to round(s * n)
-    target = round(sparsity * w.numel())
-    sizes = torch.bincount(labels.reshape(-1), minlength=k)
-    achievable = torch.cat([torch.zeros(1, dtype=torch.long), sizes[mags.argsort(stable=True)].cumsum(0)])
-    n_pruned = int((~mask).sum())
-    assert abs(n_pruned - target) == int((achievable - target).abs().min())
-    assert info.n_pruned == n_pruned and info.n_target == target
-    assert info.achieved_sparsity == n_pruned / w.numel() and info.requested_sparsity == sparsity
-    assert info.sizes == tuple(sizes.tolist())
-
-
-def test_kmeans_mask_tie_rules():
-    w = torch.tensor([-1.0, -1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0])  # centres -1, 0, 1
-    # |-1| == |1|: the negative centre goes first
-    assert pk.kmeans_mask(w, 6 / 8, n_clusters=3).tolist() == [False] * 6 + [True] * 2
-    # target 5: pruning 4 or 6 weights is equally near; the smaller count wins
-    mask, info = pk.kmeans_mask(w, 5 / 8, n_clusters=3, return_info=True)
-    assert int((~mask).sum()) == 4 and info.n_clusters_pruned == 1
-
-
-def test_kmeans_masks_of_one_weight_are_nested():
-    w = distribution("normal", 2000, seed=7)
-    masks = [pk.kmeans_mask(w, s, n_clusters=8) for s in (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)]
-    for low, high in zip(masks, masks[1:]):
-        assert not (high & ~low).any()  # everything pruned at low is pruned at high
-
-
-def test_kmeans_mask_info_prints_a_table():
-    w = distribution("normal", 500, seed=1)
-    mask, info = pk.kmeans_mask(w, 0.5, n_clusters=4, return_info=True)
-    text = str(info)
-    assert "requested sparsity 50.00%" in text and "achieved" in text
-    assert len(text.splitlines()) == 1 + 1 + 4
-    row = info.as_dict()
-    assert row["requested"] == 0.5 and row["n_clusters"] == 4
-    assert row["achieved"] == pytest.approx(float((~mask).float().mean()))
-
-
-@pytest.mark.parametrize("kwargs, exc, match", [
-    ({"sparsity": 1.5}, ValueError, "'sparsity' parameter of kmeans_mask"),
-    ({"sparsity": True}, TypeError, "'sparsity' parameter of kmeans_mask"),
-    ({"n_clusters": 0}, ValueError, "'n_clusters' parameter of kmeans_mask"),
-    ({"n_clusters": 8.0}, TypeError, "'n_clusters' parameter of kmeans_mask"),
-    ({"n_clusters": 11}, ValueError, r"distinct values in 'weight' \(10\)"),
-    ({"return_info": 1}, TypeError, "'return_info' parameter of kmeans_mask"),
-])
-def test_kmeans_mask_rejects_bad_arguments(kwargs, exc, match):
-    w = torch.arange(10.0)
-    args = {"sparsity": 0.5, "n_clusters": 3, **kwargs}
-    sparsity = args.pop("sparsity")
-    with pytest.raises(exc, match=match):
-        pk.kmeans_mask(w, sparsity, **args)
-    assert torch.equal(w, torch.arange(10.0))
 
 
 # --------------------------------------------------------------------------------------
@@ -746,7 +416,7 @@ def test_compression_report_rejects_bad_arguments():
 
 @pytest.mark.skipif(not torch.cuda.is_available(),
                     reason="needs a CUDA GPU; the torch code path it runs is also checked on "
-                           "the CPU by test_numpy_and_torch_code_paths_agree")
+                           "the CPU by test_cluster.py::test_numpy_and_torch_code_paths_agree")
 def test_cuda_results_match_the_cpu_and_stay_on_the_device():
     x = distribution("normal", 20000, seed=0).view(100, 200)
     c_cpu, l_cpu = pk.kmeans_1d(x, 16)

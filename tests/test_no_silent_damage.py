@@ -97,3 +97,15 @@ def test_kmeans_leaves_a_constant_layer_alone_with_a_warning():
         pk.prune(model, 0.5, method="kmeans")
     assert int(model[2].weight_mask.sum()) == 150  # untouched
     assert 0.3 < 1 - float(model[0].weight_mask.float().mean()) < 0.7  # the others are pruned
+
+
+def test_kmeans_never_empties_a_layer_below_sparsity_one():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(16, 32, 3)  # 4,608 weights, as in a small CNN's first layers
+    for s in (0.95, 0.98, 0.99):
+        keep = pk.kmeans_mask(conv.weight.detach(), s, n_clusters=8)
+        assert keep.any(), s
+    model = nn.Sequential(nn.Conv2d(16, 32, 3))
+    pk.prune(model, 0.98, method="kmeans", n_clusters=4)
+    assert model[0].weight_mask.any()
+    assert not pk.kmeans_mask(conv.weight.detach(), 1.0, n_clusters=8).any()  # 1 prunes all

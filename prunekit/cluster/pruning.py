@@ -9,11 +9,9 @@ import torch
 
 from .._select import n_to_prune
 from .._validation import check_int, check_sparsity, check_weight
-from .solver import _fit, _numpy_backend
+from .solver import Sorted, fit, work_values
 
 __all__ = ["KMeansPruneInfo", "kmeans_mask", "prune_clusters", "cluster_info"]
-
-
 
 
 @dataclass(frozen=True)
@@ -86,57 +84,53 @@ class KMeansPruneInfo:
     __repr__ = __str__
 
 
-def _choose(centers: torch.Tensor, sizes: torch.Tensor, n_remove: int) -> torch.Tensor:
+def _choose(centers: np.ndarray, sizes: np.ndarray, n_remove: int) -> np.ndarray:
     """Which clusters to prune: the p smallest |centre|, cumulative size nearest ``n_remove``.
 
     Clusters are ranked by |centre|, equal magnitudes by lower index (the negative centre).
-    Among equally near counts the smaller p (fewer pruned weights) wins.
+    Among equally near counts the smaller p (fewer pruned weights) wins. Unless everything
+    is to go, the cluster with the largest |centre| stays: a layer is never emptied below
+    sparsity 1.
     """
-    k = centers.numel()
-    order = torch.sort(centers.abs(), stable=True).indices
-    cum = torch.cat([torch.zeros(1, dtype=torch.long, device=sizes.device), torch.cumsum(sizes[order], 0)])
-    p = int(torch.argmin((cum - n_remove).abs()))
-    pruned = torch.zeros(k, dtype=torch.bool, device=centers.device)
-    pruned[order[:p]] = True
+    order = np.argsort(np.abs(centers), kind="stable")
+    cum = np.concatenate([[0], np.cumsum(sizes[order])])
+    if n_remove < cum[-1]:
+        cum = cum[:-1]  # p <= k - 1
+    pruned = np.zeros(centers.size, dtype=bool)
+    pruned[order[:int(np.argmin(np.abs(cum - n_remove)))]] = True
     return pruned
 
 
-def prune_clusters(values: torch.Tensor, k: int, n_remove: int, caller: str, what: str):
-    """Cluster 1-D ``values`` and prune whole clusters; returns keep, centres, sizes, pruned."""
-    flat, centers, sizes, mids = _fit(values, k, caller, what)
-    pruned = _choose(centers, sizes, n_remove)
-    chosen = torch.nonzero(pruned).squeeze(1).tolist()
-    if not chosen:
+def prune_clusters(values: torch.Tensor, k: int, n_remove: int, caller: str, what: str,
+                   srt: Sorted | None = None):
+    """Cluster 1-D ``values`` into ``k`` and prune whole clusters, about ``n_remove`` weights.
+
+    Returns ``(keep, centers, sizes, pruned)``: a bool tensor shaped like the values
+    (True = keep), the centres (values' dtype), cluster sizes (int64) and a bool tensor
+    marking the pruned clusters. ``srt`` may pass the values' :class:`Sorted` if already built.
+    """
+    centers, sizes, mids, srt = fit(values, k, caller, what, srt)
+    chosen = _choose(centers.double().cpu().numpy(), sizes.cpu().numpy(), n_remove)  # k values
+    pruned = torch.from_numpy(chosen).to(centers.device)
+    flat = work_values(values)
+    ops = srt.ops
+    picked = np.flatnonzero(chosen).tolist()
+    if not picked:
         return torch.ones(flat.shape, dtype=torch.bool, device=flat.device), centers, sizes, pruned
-    a, b = chosen[0], chosen[-1]
-    if b - a + 1 == len(chosen):
+    a, b = picked[0], picked[-1]
+    if b - a + 1 == len(picked):
         # The clusters nearest zero form a run [a, b] of adjacent clusters (|centre| falls,
         # then rises, along ascending centres), i.e. one interval of values: two comparisons.
-        lo = float(mids[a - 1]) if a > 0 else None
-        hi = float(mids[b]) if b < k - 1 else None
-        return _outside(flat, lo, hi), centers, sizes, pruned
-    return ~pruned[torch.bucketize(flat, mids, right=False)], centers, sizes, pruned  # defensive
-
-
-def _outside(flat: torch.Tensor, lo: float | None, hi: float | None) -> torch.Tensor:
-    """``flat <= lo or flat > hi`` (a missing bound never holds), as a bool tensor.
-
-    The bounds are values of ``flat``'s dtype (:func:`_midpoints`), so the comparisons are
-    exact. On the CPU this runs in NumPy on the same memory (one thread, no pool to wake).
-    """
-    if _numpy_backend(flat):
-        a = flat.numpy()
-        keep = np.zeros(a.shape, dtype=bool) if hi is None else np.greater(a, hi)
-        if lo is not None:
-            np.logical_or(keep, np.less_equal(a, lo), out=keep)
-        return torch.from_numpy(keep)
-    keep = torch.zeros(flat.shape, dtype=torch.bool, device=flat.device) if hi is None else flat > hi
-    if lo is not None:
-        keep |= flat <= lo
-    return keep
+        lo = mids[a - 1].item() if a > 0 else None
+        hi = mids[b].item() if b < k - 1 else None
+        keep = ops.tensor(ops.outside(ops.asarray(flat), lo, hi)).to(flat.device)
+        return keep, centers, sizes, pruned
+    labels = ops.tensor(ops.labels(ops.asarray(flat), ops.asarray(mids.to(flat.device))))
+    return ~pruned[labels.to(flat.device)], centers, sizes, pruned  # defensive
 
 
 def cluster_info(requested, n, target, n_pruned, already, centers, sizes, pruned) -> KMeansPruneInfo:
+    """A :class:`KMeansPruneInfo` from counts and the tensors :func:`prune_clusters` returns."""
     return KMeansPruneInfo(
         requested_sparsity=float(requested),
         achieved_sparsity=n_pruned / n if n else 0.0,
@@ -193,7 +187,10 @@ def kmeans_mask(weight: torch.Tensor, sparsity: float, *, n_clusters: int = 8,
         0.5
     """
     caller = "kmeans_mask"
-    check_weight(weight, caller)
+    check_weight(weight, caller, finite=False)
+    srt = Sorted(weight)
+    if not srt.finite:
+        check_weight(weight, caller)  # raises, counting the NaN and infinite entries
     sparsity = check_sparsity(sparsity, caller)
     k = check_int(n_clusters, caller, "n_clusters", minimum=1)
     if not isinstance(return_info, bool):
@@ -202,9 +199,9 @@ def kmeans_mask(weight: torch.Tensor, sparsity: float, *, n_clusters: int = 8,
         )
     n = weight.numel()
     target = n_to_prune(sparsity, n)
-    keep, centers, sizes, pruned = prune_clusters(weight, k, target, caller, "'weight'")
+    keep, centers, sizes, pruned = prune_clusters(weight, k, target, caller, "'weight'", srt)
     mask = keep.view(weight.shape)
     if not return_info:
         return mask
-    n_pruned = n - int(torch.count_nonzero(keep))
+    n_pruned = int(sizes[pruned].sum())  # whole clusters: no pass over the mask
     return mask, cluster_info(sparsity, n, target, n_pruned, 0, centers, sizes, pruned)
