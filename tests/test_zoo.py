@@ -149,3 +149,17 @@ def test_a_shrunk_model_exports_to_onnx_runs_in_onnxruntime_and_is_small_on_disk
     params = pk.count_parameters(small)
     assert params < 0.6 * pk.count_parameters(model)
     assert path.stat().st_size <= 4 * params + 20_000  # float32 values plus a small graph
+
+
+def test_a_shrunk_model_exports_with_torch_export_and_its_size_matches_its_parameters():
+    torch.manual_seed(0)
+    model = pk.models.LeNet5().eval()
+    x = torch.randn(2, 1, 28, 28)
+    pk.prune(model, 0.5, method="channel", exclude=["fc2"])
+    small = pk.shrink(model, x).eval()
+    program = torch.export.export(small, (x,))
+    torch.testing.assert_close(program.module()(x), model(x), rtol=1e-4, atol=1e-5)
+    # bytes on disk follow the parameter count: 4 bytes per float32 plus a small overhead
+    assert pk.model_size_bytes(small) == pytest.approx(4 * pk.count_parameters(small), rel=0.05, abs=8_000)
+    # and a masked model stores weight_orig and weight_mask: about twice its parameters
+    assert pk.model_size_bytes(model) > 1.9 * 4 * pk.count_parameters(model) - 8_000
