@@ -16,7 +16,15 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 import prunekit as pk
-from prunekit.oneshot import InputStats, nm_mask, row_mask_from_scores, sparsegpt, wanda_mask, wanda_scores
+from prunekit.oneshot import (
+    InputStats,
+    _inverse_factor,
+    nm_mask,
+    row_mask_from_scores,
+    sparsegpt,
+    wanda_mask,
+    wanda_scores,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -153,6 +161,19 @@ def test_nm_mask_never_keeps_minus_inf_and_keeps_at_most_n(case):
     assert not keep[t == -INF].any()
     finite = nm_groups(t != -INF, m)
     assert torch.equal(nm_groups(keep, m), torch.clamp(finite, max=n))
+
+
+@pytest.mark.parametrize("n, m", [(2, 4), (1, 8), (5, 16)])
+def test_nm_mask_large_tensors_take_the_sort_path_with_the_same_semantics(n, m):
+    g = torch.Generator().manual_seed(m)
+    t = torch.randint(0, 4, (256, 64 * m), generator=g).double()  # 16,384 groups: above the pairwise limit
+    t[t == 0] = -INF
+    groups = t.numpy().reshape(-1, m)
+    order = np.argsort(groups, axis=1, kind="stable")
+    expected = np.ones(groups.shape, dtype=bool)
+    np.put_along_axis(expected, order[:, : m - n], False, axis=1)
+    expected &= groups != -np.inf
+    assert np.array_equal(nm_mask(t, n, m).numpy(), expected.reshape(t.shape))
 
 
 def test_nm_mask_ties_prune_the_lower_index_first():
@@ -471,6 +492,17 @@ def test_sparsegpt_refuses_a_hessian_that_dampening_cannot_fix_and_leaves_inputs
     assert torch.equal(w, w0) and torch.equal(h, h0)
     sparsegpt(w, h, sparsity=0.5)  # 1 % dampening makes it positive definite
     assert torch.equal(w, w0) and torch.equal(h, h0)
+
+
+@pytest.mark.parametrize("cols, seed", [(1, 0), (7, 1), (64, 2), (200, 3)])
+def test_sparsegpt_inverse_factor_is_the_upper_cholesky_factor_of_the_inverse(cols, seed):
+    _, _, h = problem(1, cols, max(2, cols // 2), seed)  # rank-deficient: only dampening makes it definite
+    paper = h.clone()
+    paper.diagonal().add_(0.01 * paper.diagonal().mean())
+    expected = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(paper)), upper=True)
+    u = _inverse_factor(h.clone(), 0.01, "sparsegpt")
+    torch.testing.assert_close(u, expected, rtol=1e-7, atol=1e-9 * float(expected.abs().max()))
+    assert torch.equal(u, u.triu())
 
 
 def test_sparsegpt_sparsity_zero_keeps_everything_and_one_prunes_everything():
