@@ -524,7 +524,8 @@ def _sweep(wt: torch.Tensor, u: torch.Tensor, sparsity: float, n: int | None, m:
         d = u1.diagonal().unsqueeze(1)
         if n is None:
             k = int(round(sparsity * (out * i2))) - int(round(sparsity * (out * i1)))
-            p1.copy_(_prune_lowest((w1.square() / d.square()).reshape(1, -1), k).view(count, out))
+            scores = (w1.square() / d.square()).T.reshape(1, -1)  # row-major over (out, block): tie order
+            p1.copy_(_prune_lowest(scores, k).view(out, count).T)
             torch.div(p1, d, out=f1)
         for i in range(count):
             if n is not None and i % m == 0:  # choose this group's mask on the weights updated so far

@@ -450,6 +450,16 @@ def test_sparsegpt_reconstructs_better_than_magnitude_and_than_its_mask_alone(se
     assert not torch.equal(new[keep], w[keep])  # the kept weights changed
 
 
+@pytest.mark.parametrize("kw", [dict(sparsity=0.4, blocksize=4), dict(sparsity=0.75), dict(n=1, m=4)])
+def test_sparsegpt_ties_prune_the_lower_row_major_index_of_each_block_first(kw):
+    # a diagonal H: no compensation, so the scores stay tied exactly as built
+    w = torch.randint(-1, 2, (6, 12), generator=torch.Generator().manual_seed(0)).double()
+    h = torch.diag(torch.tensor([2.0, 0.0, 2.0] * 4, dtype=torch.float64))  # column 1, 4, ... dead
+    new, keep = sparsegpt(w, h, **kw)
+    ref_w, ref_keep = ref_sparsegpt(w, h, **kw)
+    assert torch.equal(keep, ref_keep) and torch.equal(new, ref_w)
+
+
 def test_sparsegpt_float32_and_float64_agree():
     w, x, h = problem(32, 64, 300, 0)
     new64, keep64 = sparsegpt(w, h, sparsity=0.5, blocksize=16)
