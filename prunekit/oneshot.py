@@ -19,6 +19,7 @@ __all__ = [
 ]
 
 _HALF = (torch.float16, torch.bfloat16)
+_SUB = 8  # SparseGPT: columns per batched update inside a block
 _PAIRWISE = 1 << 18  # N:M groups * m * m up to this: rank by pairwise comparison, above it: sort
 
 
@@ -83,6 +84,19 @@ def _nm_keep_rows(rows: torch.Tensor, n: int, m: int) -> torch.Tensor:
         keep.scatter_(1, order[:, : m - n], False)
     keep &= g != -math.inf  # already pruned entries stay pruned
     return keep.view(rows.shape)
+
+
+def _nm_prune_columns(s: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    """Prune-mask for one N:M group stored as columns, ``s`` (m, out): the m - n lowest per column.
+
+    SparseGPT's sweep holds a group as m contiguous rows of W^T. Pairwise ranks over dim 0
+    with ties to the lower index, as :func:`_nm_keep_rows`, without its transposes and
+    about 2x faster on (4, 2048).
+    """
+    a, b = s.unsqueeze(1), s.unsqueeze(0)
+    lower = torch.ones(m, m, dtype=torch.bool, device=s.device).tril_(-1).unsqueeze(2)  # [i, j]: j < i
+    rank = ((b < a) | ((b == a) & lower)).sum(1, dtype=torch.uint8)
+    return rank < m - n
 
 
 def _prune_lowest(s: torch.Tensor, k: int) -> torch.Tensor:
@@ -510,13 +524,19 @@ def _sweep(wt: torch.Tensor, u: torch.Tensor, sparsity: float, n: int | None, m:
            blocksize: int) -> torch.Tensor:
     """The column sweep on ``wt`` = W^T (cols, out), in place; returns the prune mask (cols, out).
 
-    Stored transposed so a weight column is a contiguous row: the per-column rank-1 updates
-    and the lazy block update then run on contiguous memory (about 3x faster than (out, cols)).
+    Stored transposed so a weight column is a contiguous row (about 3x faster than sweeping
+    (out, cols)). Inside a block the errors are batched once more, every ``_SUB`` columns
+    (a multiple of m for N:M, so a group is complete when chosen): the per-column updates
+    then touch only a few rows, small enough to run single-threaded, and the rest is one
+    matmul per sub-block: the same algorithm with ~300 instead of ~2,100 multi-threaded ops
+    for 2048 columns, which is what stalls on a busy machine (single-threaded CPU time
+    drops only ~5 %).
     """
     cols, out = wt.shape
     prune = torch.empty(wt.shape, dtype=torch.bool, device=wt.device)
     err = torch.empty(min(blocksize, cols), out, dtype=wt.dtype, device=wt.device)
     factor = torch.empty_like(err)  # w / U_jj where pruned, 0 where kept: the error per weight
+    sub = _SUB if m is None else m * -(-_SUB // m)
     for i1 in range(0, cols, blocksize):
         i2 = min(i1 + blocksize, cols)
         count = i2 - i1
@@ -527,12 +547,15 @@ def _sweep(wt: torch.Tensor, u: torch.Tensor, sparsity: float, n: int | None, m:
             scores = (w1.square() / d.square()).T.reshape(1, -1)  # row-major over (out, block): tie order
             p1.copy_(_prune_lowest(scores, k).view(out, count).T)
             torch.div(p1, d, out=f1)
-        for i in range(count):
-            if n is not None and i % m == 0:  # choose this group's mask on the weights updated so far
-                g = slice(i, i + m)
-                p1[g] = ~_nm_keep_rows((w1[g].square() / d[g].square()).T, n, m).T
-                torch.div(p1[g], d[g], out=f1[g])
-            e = torch.mul(w1[i], f1[i], out=e1[i])
-            w1[i + 1:].addr_(u1[i, i + 1:], e, alpha=-1)
+        for j1 in range(0, count, sub):
+            j2 = min(j1 + sub, count)
+            for i in range(j1, j2):
+                if n is not None and i % m == 0:  # choose this group's mask on the weights updated so far
+                    g = slice(i, i + m)
+                    p1[g] = _nm_prune_columns(w1[g].square() / d[g].square(), n, m)
+                    torch.div(p1[g], d[g], out=f1[g])
+                e = torch.mul(w1[i], f1[i], out=e1[i])
+                w1[i + 1:j2].addr_(u1[i, i + 1:j2], e, alpha=-1)
+            w1[j2:].addmm_(u1[j1:j2, j2:].T, e1[j1:j2], alpha=-1)  # the rest of the block
         wt[i2:].addmm_(u[i1:i2, i2:].T, e1, alpha=-1)  # lazy update of the later blocks
     return prune

@@ -424,7 +424,7 @@ def test_sparsegpt_matches_column_by_column_algorithm_with_exact_total_count(out
 
 @SLOW
 @given(out=st.integers(1, 10), groups=st.integers(1, 12), rows=st.integers(4, 80), seed=st.integers(0, 10 ** 6),
-       nm=st.sampled_from([(2, 4), (1, 4), (4, 8), (1, 2)]), blocks=st.integers(1, 4))
+       nm=st.sampled_from([(2, 4), (1, 4), (4, 8), (1, 2), (2, 3), (5, 16)]), blocks=st.integers(1, 4))
 def test_sparsegpt_n_m_keeps_n_of_every_m_and_matches_the_reference(out, groups, rows, seed, nm, blocks):
     n, m = nm
     w, _, h = problem(out, groups * m, rows, seed)
