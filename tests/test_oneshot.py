@@ -436,6 +436,15 @@ def test_sparsegpt_n_m_keeps_n_of_every_m_and_matches_the_reference(out, groups,
         torch.testing.assert_close(new, ref_w, rtol=1e-9, atol=1e-9 * float(w.abs().max()) + 1e-12)
 
 
+def test_sparsegpt_large_n_m_groups_take_the_sort_path_with_the_same_result():
+    w, _, h = problem(1100, 32, 100, 7)  # 16 * 16 * 1100 comparisons: above the pairwise limit
+    new, keep = sparsegpt(w, h, n=4, m=16, blocksize=16)
+    ref_w, ref_keep = ref_sparsegpt(w, h, n=4, m=16)
+    assert (nm_groups(keep, 16) == 4).all()
+    assert torch.equal(keep, ref_keep)
+    torch.testing.assert_close(new, ref_w)
+
+
 @pytest.mark.parametrize("seed", range(4))
 @pytest.mark.parametrize("kw", [dict(sparsity=0.5), dict(sparsity=0.8), dict(n=2, m=4)])
 def test_sparsegpt_reconstructs_better_than_magnitude_and_than_its_mask_alone(seed, kw):
