@@ -67,7 +67,10 @@ class NumpyOps:
     def i64(a) -> np.ndarray:
         return np.asarray(a).astype(np.int64)
 
-    cat = staticmethod(np.concatenate)
+    @staticmethod
+    def cat(parts, axis: int = 0) -> np.ndarray:
+        return np.concatenate(parts, axis)
+
     where = staticmethod(np.where)
     minimum = staticmethod(np.minimum)
     maximum = staticmethod(np.maximum)
@@ -76,8 +79,8 @@ class NumpyOps:
     unique = staticmethod(np.unique)
 
     @staticmethod
-    def cumsum(a: np.ndarray) -> np.ndarray:
-        return np.cumsum(a)
+    def cumsum(a: np.ndarray, axis: int) -> np.ndarray:
+        return np.cumsum(a, axis)
 
     @staticmethod
     def windows(a: np.ndarray, width: int) -> np.ndarray:
@@ -234,7 +237,10 @@ class TorchOps:
     def i64(self, a) -> torch.Tensor:
         return torch.as_tensor(a, device=self.device).long()
 
-    cat = staticmethod(torch.cat)
+    @staticmethod
+    def cat(parts, axis: int = 0) -> torch.Tensor:
+        return torch.cat(parts, axis)
+
     where = staticmethod(torch.where)
 
     @staticmethod
@@ -253,8 +259,8 @@ class TorchOps:
         return torch.nonzero(a.reshape(-1)).squeeze(1)
 
     @staticmethod
-    def cumsum(a: torch.Tensor) -> torch.Tensor:
-        return torch.cumsum(a, 0)
+    def cumsum(a: torch.Tensor, axis: int) -> torch.Tensor:
+        return torch.cumsum(a, axis)
 
     @staticmethod
     def windows(a: torch.Tensor, width: int) -> torch.Tensor:

@@ -15,12 +15,12 @@ _EXACT_MAX = 4096          # at most this many distinct values: exact DP over al
 _SUMMARY_PER_CLUSTER = 24  # otherwise the DP runs on about 24 blocks per cluster,
 _SUMMARY_MIN = 384         # at least 384 blocks
 _SUMMARY_MAX = 8192        # and at most 8192
+_BY_COUNT = 0.75           # a fraction of them at equal counts, the rest at equal value steps
 _DP_MAX_CLUSTERS = 1024    # more clusters: equal-count quantile start (the DP has k rows)
 _DENSE_WORK = 1 << 22      # k * m**2 up to this: DP rows over a dense cost matrix, beyond: divide and conquer
 _PIVOT_MIN = 64            # from this many rows, row minima are searched from pivot rows
-_REFINE_FIRST = 128        # candidate positions per boundary in the first, widest window,
-_REFINE_COARSE = 32        # in the next ones while wider than +-_REFINE_FINAL values
-_REFINE_FINAL = 64         # the last windows try every position within +-64 values
+_REFINE_COARSE = 32        # candidate positions per boundary while a window is wider than
+_REFINE_FINAL = 64         # +-64 values; the last windows try every position within +-64
 _MAX_ITER = 500            # Lloyd steps at most
 
 
@@ -83,7 +83,8 @@ class Sorted:
         if self.finite:
             sums, squares = ops.chunk_sums(vs, self.shift, b)
             zero = ops.full(1, 0.0, sums)
-            self._S, self._Q = ops.cat([zero, ops.cumsum(sums)]), ops.cat([zero, ops.cumsum(squares)])
+            self._S = ops.cat([zero, ops.cumsum(sums, 0)])
+            self._Q = ops.cat([zero, ops.cumsum(squares, 0)])
 
     def prefix(self, idx):
         """``(S, Q)``: float64 sums of the shifted values ``v[:i]`` and of ``v[:i]**2``, each ``i``."""
@@ -93,6 +94,15 @@ class Sorted:
         first = c * self.b
         s, q = self.ops.window_sums(self.vs, first, idx - first, self.shift, self._lane)
         return self._S[c] + s, self._Q[c] + q
+
+    def prefix_runs(self, cand):
+        """:meth:`prefix` at rows of consecutive positions (``cand[:, p+1] - cand[:, p]`` is
+        0 or 1): one chunked look-up per row, then the values themselves."""
+        ops = self.ops
+        S0, Q0 = self.prefix(cand[:, :1])
+        v = ops.f64(self.vs[cand[:, :-1]]) - self.shift
+        v = ops.where(cand[:, 1:] > cand[:, :-1], v, 0.0)
+        return ops.cat([S0, S0 + ops.cumsum(v, 1)], 1), ops.cat([Q0, Q0 + ops.cumsum(v * v, 1)], 1)
 
     def n_distinct(self) -> int:
         if self.n == 1:
@@ -180,8 +190,9 @@ class Sorted:
             inner = ops.flatnonzero(self.vs[1:] != self.vs[:-1]) + 1
             edges = ops.cat([ops.ints([0]), inner, ops.ints([n])])
         else:  # blocks at equal counts (3/4 of them) and at equal value steps (1/4)
-            by_count = ops.i64(ops.linspace(0, n, m_max * 3 // 4 + 1).round())
-            steps = ops.linspace(float(self.vs[0]), float(self.vs[-1]), m_max // 4 + 1)[1:-1]
+            n_count = int(m_max * _BY_COUNT)
+            by_count = ops.i64(ops.linspace(0, n, n_count + 1).round())
+            steps = ops.linspace(float(self.vs[0]), float(self.vs[-1]), m_max - n_count + 1)[1:-1]
             edges = ops.unique(ops.cat([by_count, self.count_le(steps)]))
         radius = max(2 * int((edges[1:] - edges[:-1]).max()), -(-n // k))
         S, Q = self.prefix(edges)
@@ -192,31 +203,38 @@ class Sorted:
         """Best partition with each boundary within ``radius`` values of its current place.
 
         Coarse to fine: while the window is wider than ``+-_REFINE_FINAL`` values, each
-        boundary gets evenly spaced candidate positions in it (``_REFINE_FIRST`` in the
-        first window, then ``_REFINE_COARSE``); an exact DP over the candidates picks the
-        best combination, and the window shrinks around it. Then every position within
-        ``+-_REFINE_FINAL`` is a candidate. A boundary that ends on the edge of its window
-        is searched again around its new place.
+        boundary gets about ``_REFINE_COARSE`` evenly spaced candidate positions in it; an
+        exact DP over the candidates picks the best combination, and the window shrinks
+        around it. Then every position within ``+-_REFINE_FINAL`` is a candidate. A
+        boundary that ends on the edge of its window is searched again around its new place.
         """
         ops, n = self.ops, self.n
         k = bounds.shape[0] - 1
         S_n, Q_n = self._S[-1], self._Q[-1]
         r = max(1, int(radius))
-        points = _REFINE_FIRST
         for _ in range(16):
-            stride = 1 if r <= _REFINE_FINAL else -(-2 * r // points)
-            points = _REFINE_COARSE
+            stride = 1 if r <= _REFINE_FINAL else -(-2 * r // _REFINE_COARSE)
             half = r // stride
             inner = bounds[1:-1]
-            cand = (inner[:, None] + (ops.arange(2 * half + 1) - half) * stride).clip(1, n - 1)
-            S, Q = self.prefix(cand)
+            offsets = (ops.arange(2 * half + 1) - half) * stride
+            cand = (inner[:, None] + offsets).clip(1, n - 1)
+            S, Q = self.prefix_runs(cand) if stride == 1 else self.prefix(cand)
             W = ops.f64(cand)
             D = _cost(W[0], S[0] - self._S[0], Q[0] - self._Q[0], ops)  # the first part: [0, candidate)
             rows = ops.arange(cand.shape[1])
+            # unclipped windows: counts between candidates are a shift of one matrix
+            at = inner.tolist()
+            whole = [half * stride < c < n - half * stride for c in at]
+            gaps = ops.f64(offsets[:, None] - offsets[None, :])
             args = []
             for j in range(1, k - 1):  # D[b] = Q[j][b] - max_a (E[b, a] + Q[j-1][a] - D[a])
-                apart = bool(W[j][0] > W[j - 1][-1])  # no empty part: skip the guard
-                T = _explained(W[j][:, None] - W[j - 1], S[j][:, None] - S[j - 1], ops, nonempty=apart)
+                if whole[j] and whole[j - 1]:
+                    w = gaps + float(at[j] - at[j - 1])
+                    apart = at[j] - at[j - 1] > 2 * half * stride  # no empty part: no guard
+                else:
+                    w = W[j][:, None] - W[j - 1]
+                    apart = bool(W[j][0] > W[j - 1][-1])
+                T = _explained(w, S[j][:, None] - S[j - 1], ops, nonempty=apart)
                 T += Q[j - 1] - D
                 arg = T.argmax(1)
                 D = Q[j] - T[rows, arg]
@@ -277,12 +295,13 @@ def _dp_dense(W, S, Q, k: int, ops) -> list:
     piv, rest = rows[is_pivot], rows[~is_pivot]
     group = ops.count_le(piv, rest)  # the first pivot after each other row
     pr, rr = ops.arange(piv.shape[0]), ops.arange(rest.shape[0])
+    pivot_rows, best = E[piv], ops.empty(m + 1, D)
     args = []
     for _ in range(2, k):
         H = Q - D  # D[j][i] = Q[i] - max_t (E[i, t] + H[t])
-        T = E[piv] + H
+        T = pivot_rows + H
         a = T.argmax(1)  # the first maximum: the smallest t
-        best, arg = ops.empty(m + 1, D), ops.empty(m + 1, rows)
+        arg = ops.empty(m + 1, rows)
         best[piv], arg[piv] = T[pr, a], a
         if rest.shape[0]:  # between pivots: t from the lower pivot's maximiser to the upper's
             lo, hi = ops.cat([ops.ints([0]), a])[group], a[group]
@@ -335,7 +354,7 @@ def _dp_monotone(W, S, Q, k: int, ops) -> list:
             mid = (ilo + ihi) // 2
             top = ops.minimum(thi, mid - 1)
             length = top - tlo + 1
-            starts = ops.cumsum(length) - length
+            starts = ops.cumsum(length, 0) - length
             n_seg = ilo.shape[0]
             seg = ops.repeat(ops.arange(n_seg), length)
             t = ops.arange(seg.shape[0]) - starts[seg] + tlo[seg]
@@ -406,12 +425,11 @@ def kmeans_1d(x: torch.Tensor, n_clusters: int) -> tuple[torch.Tensor, torch.Ten
 
     Minimises the inertia ``sum_i (x_i - centers[labels_i])**2``. With at most 4096
     distinct values the result is the exact global optimum (a dynamic programme over the
-    sorted distinct values). With more, the same DP runs on a summary of the data (about
-    24 blocks per cluster) and is refined on the exact values: every boundary moved
-    jointly (finally within +-64 values) and Lloyd steps to a fixed point. That is not
-    proven optimal, but at least as good as the best partition on the summary's block
-    edges, in our checks the optimum or within 2e-4 of it, and never worse than
-    scikit-learn's ``KMeans(n_init=10)``. Everything stays on the input's device.
+    sorted distinct values). With more, the same programme runs on a summary of the
+    sorted values (about 24 blocks per cluster) and the result is refined on all of them
+    by joint moves of the cluster boundaries (finally by up to 64 values) and Lloyd steps
+    to a fixed point: at least as good as the best partition on the blocks' edges, but
+    not proven optimal. Everything stays on the input's device.
 
     Args:
         x: floating-point tensor of any shape, finite values; flattened. Not modified.
