@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ._validation import check_choice, check_int
+from ._validation import check_choice, check_int, describe, invalid
 
 __all__ = ["DATASETS", "Split", "load", "loaders", "TensorLoader"]
 
@@ -22,11 +22,17 @@ DATASETS = ("digits", "mnist-5k", "mnist")
 
 @dataclass
 class Split:
-    """A dataset split into train and test tensors.
+    """A dataset split into train, validation and test tensors.
+
+    Choose anything (a per-layer plan, a tolerance, a hyper-parameter) on the validation
+    images and report the test images once: a choice made on the test set makes its score
+    optimistic.
 
     Attributes:
         x_train, y_train, x_test, y_test: float32 images (``(N, C, H, W)`` or flattened
             ``(N, C*H*W)``) and int64 labels.
+        x_val, y_val: the validation images and labels, carved out of the training part
+            (empty when ``validation_fraction=0``).
         name: the dataset name.
         image_shape: ``(C, H, W)`` of one image.
         n_classes: number of classes.
@@ -39,13 +45,33 @@ class Split:
     name: str
     image_shape: tuple
     n_classes: int = 10
+    x_val: torch.Tensor | None = None
+    y_val: torch.Tensor | None = None
+
+    def __post_init__(self):
+        if self.x_val is None:
+            self.x_val = self.x_train[:0]
+            self.y_val = self.y_train[:0]
+
+    def loader(self, part: str = "train", batch_size: int | None = None) -> TensorLoader:
+        """A :class:`TensorLoader` over one part: ``"train"`` (shuffled, batches of 64),
+        ``"val"`` or ``"test"`` (in order, batches of 1,024)."""
+        check_choice(part, ("train", "val", "test"), "Split.loader", "part")
+        x, y = {"train": (self.x_train, self.y_train), "val": (self.x_val, self.y_val),
+                "test": (self.x_test, self.y_test)}[part]
+        if part == "val" and not len(x):
+            raise ValueError(f"Split {self.name!r} has no validation images: load it with "
+                             "validation_fraction > 0.")
+        size = batch_size if batch_size is not None else (64 if part == "train" else 1024)
+        return TensorLoader(x, y, size, shuffle=part == "train")
 
     @property
     def n_features(self) -> int:
         return math.prod(self.image_shape)
 
     def __repr__(self) -> str:
-        return (f"Split({self.name!r}: train {tuple(self.x_train.shape)}, "
+        val = f"validation {tuple(self.x_val.shape)}, " if len(self.x_val) else ""
+        return (f"Split({self.name!r}: train {tuple(self.x_train.shape)}, {val}"
                 f"test {tuple(self.x_test.shape)}, {self.n_classes} classes)")
 
 
@@ -88,13 +114,20 @@ def _raw(name: str, download: bool):
 
 
 def load(name: str = "digits", *, seed: int = 0, test_fraction: float = 0.2,
-         flatten: bool = True, download: bool = False) -> Split:
-    """Load a dataset as tensors, split into train and test (stratified, seeded).
+         validation_fraction: float = 0.0, flatten: bool = True,
+         download: bool = False) -> Split:
+    """Load a dataset as tensors, split into train, validation and test (stratified, seeded).
+
+    The split changes with ``seed``, so a result averaged over seeds is averaged over
+    splits too. Images are standardised with the mean and standard deviation of the
+    training part only.
 
     Args:
         name: ``"digits"``, ``"mnist-5k"`` or ``"mnist"`` (see the module docstring).
-        seed: seed of the train/test split.
-        test_fraction: fraction of images held out for testing.
+        seed: seed of the split.
+        test_fraction: fraction of all images held out for testing.
+        validation_fraction: fraction of all images held out for validation (taken from
+            what is not test); ``0`` gives an empty validation set.
         flatten: ``True`` gives ``(N, C*H*W)`` for MLPs, ``False`` gives ``(N, C, H, W)``
             for CNNs.
         download: allow downloading full MNIST (``name="mnist"`` only).
@@ -111,25 +144,34 @@ def load(name: str = "digits", *, seed: int = 0, test_fraction: float = 0.2,
 
     check_choice(name, DATASETS, "load", "name")
     check_int(seed, "load", "seed")
+    for arg, value in (("test_fraction", test_fraction), ("validation_fraction", validation_fraction)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise invalid(TypeError, arg, "load", "a real number", describe(value))
     if not 0.0 < float(test_fraction) < 1.0:
-        raise ValueError(
-            f"The 'test_fraction' parameter of load must be in (0, 1). Got {test_fraction!r} instead."
-        )
+        raise invalid(ValueError, "test_fraction", "load", "in (0, 1)", repr(test_fraction))
+    if not 0.0 <= float(validation_fraction) < 1.0 - float(test_fraction):
+        raise invalid(ValueError, "validation_fraction", "load",
+                      f"in [0, 1 - test_fraction) = [0, {1 - float(test_fraction):g})",
+                      repr(validation_fraction))
     x, y, shape = _raw(name, download)
     x_tr, x_te, y_tr, y_te = train_test_split(
         x, y, test_size=test_fraction, random_state=seed, stratify=y
     )
+    if validation_fraction > 0:
+        x_tr, x_va, y_tr, y_va = train_test_split(
+            x_tr, y_tr, test_size=validation_fraction / (1.0 - test_fraction),
+            random_state=seed, stratify=y_tr)
+    else:
+        x_va, y_va = x_tr[:0], y_tr[:0]
     mean, std = float(x_tr.mean()), float(x_tr.std())
-    x_tr, x_te = (x_tr - mean) / std, (x_te - mean) / std
     shape_out = (-1, math.prod(shape)) if flatten else (-1, *shape)
-    return Split(
-        torch.from_numpy(np.ascontiguousarray(x_tr)).reshape(shape_out),
-        torch.from_numpy(y_tr),
-        torch.from_numpy(np.ascontiguousarray(x_te)).reshape(shape_out),
-        torch.from_numpy(y_te),
-        name,
-        shape,
-    )
+
+    def images(a):
+        return torch.from_numpy(np.ascontiguousarray((a - mean) / std)).reshape(shape_out)
+
+    return Split(images(x_tr), torch.from_numpy(np.ascontiguousarray(y_tr)), images(x_te),
+                 torch.from_numpy(np.ascontiguousarray(y_te)), name, shape,
+                 x_val=images(x_va), y_val=torch.from_numpy(np.ascontiguousarray(y_va)))
 
 
 class TensorLoader:

@@ -191,3 +191,30 @@ def test_plots_draw_labelled_axes():
     for ax in axes[:3]:
         assert ax.get_xlabel() and ax.get_ylabel()
     plt.close("all")
+
+
+def test_validation_split_is_disjoint_stratified_and_seeded():
+    a = pk.data.load("digits", seed=3, validation_fraction=0.2)
+    b = pk.data.load("digits", seed=3, validation_fraction=0.2)
+    c = pk.data.load("digits", seed=4, validation_fraction=0.2)
+    n = len(a.x_train) + len(a.x_val) + len(a.x_test)
+    assert n == 1797 and abs(len(a.x_val) - 0.2 * n) <= 1 and abs(len(a.x_test) - 0.2 * n) <= 1
+    assert torch.equal(a.x_val, b.x_val) and not torch.equal(a.x_val, c.x_val)
+    rows = {tuple(r.tolist()) for r in a.x_val}
+    assert not rows & {tuple(r.tolist()) for r in a.x_test}
+    # stratified: every class is in the validation set, in proportion
+    counts = torch.bincount(a.y_val, minlength=10)
+    assert counts.min() >= 30
+    # the test part does not depend on whether a validation part is carved out
+    d = pk.data.load("digits", seed=3)
+    assert torch.equal(torch.sort(d.y_test).values, torch.sort(a.y_test).values)
+    assert len(d.x_val) == 0 and "validation" not in repr(d) and "validation" in repr(a)
+    assert a.loader("val").batch_size == 1024 and a.loader("train").shuffle
+    with pytest.raises(ValueError, match="no validation images"):
+        d.loader("val")
+
+
+@pytest.mark.parametrize("bad", [1.0, -0.1, 0.8])
+def test_validation_fraction_out_of_range_names_the_argument(bad):
+    with pytest.raises(ValueError, match="validation_fraction"):
+        pk.data.load("digits", validation_fraction=bad)
