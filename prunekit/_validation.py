@@ -199,3 +199,21 @@ def check_options(options: Mapping, defaults: Mapping, caller: str, what: str) -
             f"for {what}. Valid options for this method: {valid}."
         )
     return {**defaults, **options}
+
+
+def check_pattern(pattern, caller: str, name: str = "pattern") -> tuple[int, int]:
+    """``"N:M"`` (or ``(N, M)``) as ``(n, m)`` with ``1 <= n < m``."""
+    must = "an N:M pattern such as '2:4' or (2, 4), with 1 <= N < M"
+    if isinstance(pattern, str):
+        parts = pattern.split(":")
+        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+            raise invalid(ValueError, name, caller, must, repr(pattern))
+        n, m = (int(p) for p in parts)
+    elif (isinstance(pattern, (tuple, list)) and len(pattern) == 2
+          and all(isinstance(p, numbers.Integral) and not isinstance(p, bool) for p in pattern)):
+        n, m = (int(p) for p in pattern)
+    else:
+        raise invalid(TypeError, name, caller, must, repr(pattern))
+    if not 1 <= n < m:
+        raise invalid(ValueError, name, caller, must, repr(pattern))
+    return n, m

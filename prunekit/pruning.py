@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Mapping
 
 import torch
@@ -9,7 +10,8 @@ import torch.nn.utils.parametrize
 from torch import nn
 
 from ._modules import module_ids
-from ._validation import check_choice, check_model, check_sparsity, check_weight
+from ._validation import check_choice, check_model, check_pattern, check_sparsity, check_weight, invalid
+from .calibration import calibration_support, check_calibration, prune_calibrated
 from .methods import get_method, plan_masks
 from .reparam import attach_mask, effective_tensor
 from .targets import Target, named_target, targets
@@ -88,8 +90,8 @@ def _param(t: Target):
     return t.module._parameters.get(t.tensor + "_orig", t.module._parameters.get(t.tensor))
 
 
-def prune(model: nn.Module, sparsity, *, method: str = "l1", scope: str = "layer",
-          exclude=(), include=(), max_layer_sparsity: float | None = None,
+def prune(model: nn.Module, sparsity=None, *, method: str = "l1", scope: str = "layer",
+          exclude=(), include=(), max_layer_sparsity: float | None = None, pattern=None,
           **method_options) -> nn.Module:
     """Prune ``model`` in place and return it.
 
@@ -112,7 +114,20 @@ def prune(model: nn.Module, sparsity, *, method: str = "l1", scope: str = "layer
               ``loader=`` and ``loss_fn=`` (with ``max_batches``, ``mode``, ``device``,
               ``progress``) to collect them;
             * ``"kmeans"``: whole clusters of weights (option ``n_clusters``);
-            * ``"channel"``, ``"kernel"``: structured (option ``p``).
+            * ``"channel"``, ``"kernel"``: structured (option ``p``);
+            * ``"wanda"`` (``|W_ij|·||X_j||``, per output row; Sun et al. 2024) and
+              ``"sparsegpt"`` (Frantar & Alistarh 2023; options ``blocksize=128``,
+              ``percdamp=0.01``): one-shot, from the inputs each layer sees. Pass
+              ``calibration=``: an iterable of batches, each a tensor, a tuple/list whose
+              first element is the model input (what a DataLoader yields) or a mapping of
+              keyword inputs, run as ``model(batch)``. With ``sequential=True`` (default)
+              layers are pruned in the order the model calls them and each one's statistics
+              come from inputs that passed through the already pruned earlier layers;
+              ``sequential=False`` takes every layer's statistics from the dense model.
+              **SparseGPT changes the kept weights**, not only the mask: it stores the
+              updated values in ``weight_orig`` (``remove`` and ``state_dict`` keep them).
+              Not for RNN weights (prunekit cannot see the hidden states they multiply):
+              prune warns and leaves them dense.
         scope: ``"layer"``: every layer loses exactly its fraction. ``"global"``: one
             ranking over all layers' units, so layers end up with different sparsities
             (for ``"l1"`` the same choice as ``torch.nn.utils.prune.global_unstructured``).
@@ -130,6 +145,14 @@ def prune(model: nn.Module, sparsity, *, method: str = "l1", scope: str = "layer
             on its input); prune warns, naming the layer, when that happens, and this cap
             prevents it. If the cap makes the requested sparsity unreachable, prune warns and
             prunes as much as the cap allows.
+        pattern: ``"N:M"`` semi-structured sparsity (``"2:4"``, ``"4:8"``) for the
+            weight-level methods (``"l1"``, ``"l2"``, ``"random"``, the gradient methods,
+            ``"wanda"``, ``"sparsegpt"``): in every group of M consecutive weights along the
+            input dimension at most N are kept (NVIDIA's convention, what
+            ``torch.sparse.to_sparse_semi_structured`` expects; a conv groups input
+            channels at each kernel position). ``sparsity`` must then be ``1 - N/M`` or
+            omitted, ``scope`` ``"layer"``, and M must divide every pruned tensor's input
+            dimension.
         **method_options: options of the method, e.g. ``p=2`` for ``"channel"``.
 
     Returns:
@@ -156,6 +179,32 @@ def prune(model: nn.Module, sparsity, *, method: str = "l1", scope: str = "layer
     m = get_method(method, caller)
     check_choice(scope, SCOPES, caller, "scope")
     options = m.check_options(method_options, caller)
+    nm = None
+    if pattern is not None:
+        nm = check_pattern(pattern, caller)
+        if m.granularity != "weight" or not m.exact:
+            raise invalid(ValueError, "pattern", caller,
+                          "used with a method that ranks single weights (l1, l2, random, gradient, taylor, "
+                          f"fisher, wanda, sparsegpt), not method={method!r}", repr(pattern))
+        if scope != "layer":
+            raise invalid(ValueError, "scope", caller, "'layer' with an N:M pattern (each group of M "
+                          "weights keeps N)", repr(scope))
+        implied = 1 - nm[0] / nm[1]
+        if sparsity is None:
+            sparsity = implied
+        elif isinstance(sparsity, Mapping) or not _close(sparsity, implied):
+            raise invalid(ValueError, "sparsity", caller,
+                          f"omitted or 1 - N/M = {implied:g} with pattern={pattern!r}", repr(sparsity))
+    elif sparsity is None:
+        raise invalid(TypeError, "sparsity", caller,
+                      "given (a fraction in [0, 1] or a per-layer mapping) unless pattern='N:M' is", "None")
+    calibrated = m.needs == "calibration"
+    if calibrated:
+        batches = check_calibration(options["calibration"], caller)
+        if scope != "layer":
+            raise invalid(ValueError, "scope", caller,
+                          f"'layer' for method={method!r} (it compares weights within each layer's rows)",
+                          repr(scope))
     if max_layer_sparsity is not None:
         if scope != "global":
             raise ValueError(
@@ -201,10 +250,58 @@ def prune(model: nn.Module, sparsity, *, method: str = "l1", scope: str = "layer
             )
         label = t.name if t.tensor != "weight" else f"{t.name or 'model'}.weight"
         check_weight(effective_tensor(t.module, t.tensor), caller, label)
+    if nm is not None:
+        _check_groups(layers, nm, pattern, caller)
+    if calibrated:
+        _warn_left_dense(model, m, layers, exclude, include, caller)
+
+        def apply(cal):
+            s = sparsity[cal.target.name] if isinstance(sparsity, Mapping) else sparsity
+            m.prune_target(model, cal, s, nm, options)
+
+        prune_calibrated(model, layers, batches, apply, hessian=m.hessian,
+                         sequential=options["sequential"], caller=caller)
+        return model
     options = m.prepare(model, layers, options)
 
     masks = plan_masks(m, model, layers, sparsity, scope, options,  # nothing changed yet
-                       max_layer_sparsity=max_layer_sparsity)
+                       max_layer_sparsity=max_layer_sparsity, pattern=nm)
     for (module, tensor_name), keep in masks.items():
         attach_mask(module, tensor_name, keep, model)
     return model
+
+
+def _close(sparsity, implied: float) -> bool:
+    return isinstance(sparsity, (int, float)) and not isinstance(sparsity, bool) and abs(sparsity - implied) < 1e-9
+
+
+def _check_groups(layers: list[Target], nm: tuple[int, int], pattern, caller: str) -> None:
+    """Every tensor has an input dimension that M divides (checked before anything changes)."""
+    for t in layers:
+        w = effective_tensor(t.module, t.tensor)
+        if w.dim() < 2:
+            raise invalid(ValueError, "pattern", caller,
+                          f"used on tensors with an input dimension; {t.name!r} is {w.dim()}-D", repr(pattern))
+        n_in = w.shape[t.layout.in_dim]
+        if n_in % nm[1]:
+            raise invalid(ValueError, "pattern", caller,
+                          f"an N:M pattern whose M divides every pruned tensor's input dimension; {t.name!r} "
+                          f"has {n_in} inputs (exclude it, or pick another M)", repr(pattern))
+
+
+def _warn_left_dense(model, method, layers, exclude, include, caller) -> None:
+    """Warn about weight tensors magnitude pruning would prune but ``method`` cannot (RNN weights)."""
+    chosen = {t.name for t in layers}
+    skipped = [t.name for t in select_targets(model, get_method("l1", caller), exclude, (), caller)
+               if t.name not in chosen]
+    if skipped:
+        warnings.warn(
+            f"method={method.name!r} leaves {len(skipped)} weight tensor(s) dense: {skipped[:6]}"
+            f"{' ...' if len(skipped) > 6 else ''} ({calibration_support(_target(model, skipped[0]))}). "
+            "pk.sparsity_report shows what was pruned; prune them with method='l1' if you want them sparse.",
+            stacklevel=3,
+        )
+
+
+def _target(model, name):
+    return {t.name: t for t in targets(model)}[name]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from torch import nn
 
 from .._select import Units, keep_lowest_pruned, n_to_prune
 from .._validation import check_options
+from ..oneshot import nm_mask
 from ..reparam import current_keep, effective_tensor
 from ..structured.graph import following_batchnorms
 from ..targets import is_prunable, layout_of
@@ -171,11 +173,12 @@ def _capped(scores: list, free: list, caps: list) -> list:
 
 
 def plan_masks(method: Method, model: nn.Module, layers: list, sparsity, scope: str,
-               options: dict, max_layer_sparsity: float | None = None) -> dict:
+               options: dict, max_layer_sparsity: float | None = None, pattern=None) -> dict:
     """``{(module, tensor_name): keep_mask}`` for every tensor to mask; changes nothing.
 
     ``sparsity`` is a float, or (``scope="layer"``) a mapping ``{layer_name: float}``.
     ``max_layer_sparsity`` caps the fraction of each layer's units global scope may prune.
+    ``pattern=(n, m)``: keep the ``n`` highest scores of every ``m`` along the input dimension.
     """
     g = method.granularity
     weights, current, unit_scores, already = [], [], [], []
@@ -189,6 +192,15 @@ def plan_masks(method: Method, model: nn.Module, layers: list, sparsity, scope: 
         current.append(cur)
         unit_scores.append(s)
         already.append(pruned)
+
+    if pattern is not None:
+        masks = {}
+        for t, s, p, cur in zip(layers, unit_scores, already, current):
+            rows = s.masked_fill(p, -math.inf).movedim(t.layout.out_dim, 0)
+            keep = nm_mask(rows, *pattern).movedim(0, t.layout.out_dim)
+            masks[(t.module, t.tensor)] = keep if cur is None else keep & cur.to(keep.device)
+        method.finish(options)
+        return masks
 
     if max_layer_sparsity is not None:
         caps = [max(0, int(max_layer_sparsity * s.numel() + 1e-9) - int(p.sum()))
