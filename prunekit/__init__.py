@@ -20,6 +20,7 @@ Masking sets weights to zero; it does not make a model smaller or faster by itse
 import warnings as _warnings
 
 from . import (
+    calibration,
     cluster,
     data,
     measure,
@@ -56,11 +57,13 @@ from .measure import (
     count_parameters,
     measure_latency,
     model_size_bytes,
+    nm_storage_bits,
     sparse_storage_bits,
     sparsity,
     sparsity_report,
 )
 from .methods import METHODS, Method, register_method
+from .oneshot import InputStats, nm_mask, sparsegpt, wanda_mask
 from .pruning import SCOPES, prunable_layers, prune
 from .reparam import effective_tensor, load_state_dict, remove
 from .scores import GRADIENT_SCORES
@@ -73,6 +76,7 @@ __version__ = "0.2.0"
 __all__ = [
     "__version__",
     # subpackages and modules
+    "calibration",
     "cluster",
     "data",
     "measure",
@@ -91,6 +95,10 @@ __all__ = [
     "kernel_mask",
     "kmeans_mask",
     "mask_from_scores",
+    "nm_mask",
+    "wanda_mask",
+    "sparsegpt",
+    "InputStats",
     "kmeans_1d",
     "KMeansPruneInfo",
     # model level
@@ -109,6 +117,7 @@ __all__ = [
     "count_macs",
     "model_size_bytes",
     "sparse_storage_bits",
+    "nm_storage_bits",
     "compression_report",
     "CompressionReport",
     "LayerCompression",

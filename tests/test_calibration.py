@@ -408,3 +408,33 @@ def test_cuda_model_and_batches(method):
     batches = [b.cuda() for b in _correlated_batches()]
     pk.prune(model, method=method, calibration=batches, pattern="2:4")
     assert model[0].weight_mask.is_cuda and math.isclose(pk.sparsity(model), 0.5)
+
+
+# -- N:M storage ---------------------------------------------------------------------------
+
+
+def test_nm_storage_of_2_4_at_16_bits_is_9_bits_per_weight():
+    model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 8))
+    pk.prune(model, pattern="2:4")
+    n_weights = 64 * 32 + 32 * 8
+    assert pk.nm_storage_bits(model, "2:4", value_bits=16) == n_weights * 9  # 0.5625 of 16
+    assert pk.measure.follows_pattern(model[0].weight, "2:4")
+    assert not pk.measure.follows_pattern(model[0].weight_orig, "2:4")
+
+
+def test_nm_storage_counts_a_tensor_off_the_pattern_dense_and_refuses_one_given_directly():
+    model = nn.Sequential(nn.Linear(8, 4), nn.Linear(4, 4))
+    pk.prune(model, pattern="2:4", exclude=[model[1]])
+    assert pk.nm_storage_bits(model, "2:4", value_bits=32) == 8 * 4 // 4 * 2 * (32 + 2) + 16 * 32
+    with pytest.raises(ValueError, match="'weight_or_model' .* at most 2 non-zeros in every group of 4"):
+        pk.nm_storage_bits(torch.ones(4, 8), "2:4")
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 3), extra=st.integers(1, 5), groups=st.integers(1, 4), out=st.integers(1, 4),
+       bits=st.sampled_from([8, 16, 32]))
+def test_nm_storage_formula(n, extra, groups, out, bits):
+    m = n + extra
+    w = nm_mask(torch.randn(out, m * groups), n, m).float()
+    expected = out * groups * n * (bits + math.ceil(math.log2(m)))
+    assert pk.nm_storage_bits(w, (n, m), value_bits=bits) == expected

@@ -2,6 +2,7 @@
 
 from .counts import count_macs, count_parameters, model_size_bytes
 from .latency import Latency, ModelComparison, compare_models, measure_latency
+from .nm import follows_pattern, nm_storage_bits
 from .report import LayerSparsity, SparsityReport, sparsity, sparsity_report
 from .storage import (
     STORAGE_GRANULARITIES,
@@ -20,6 +21,8 @@ __all__ = [
     "count_macs",
     "model_size_bytes",
     "sparse_storage_bits",
+    "nm_storage_bits",
+    "follows_pattern",
     "STORAGE_GRANULARITIES",
     "compression_report",
     "CompressionReport",
