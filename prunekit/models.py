@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+import torch
 from torch import nn
 
-__all__ = ["MLP", "LeNet300100", "LeNet5", "VGG", "VGG_SMALL", "TinyResNet"]
+__all__ = ["MLP", "LeNet300100", "LeNet5", "VGG", "VGG_SMALL", "TinyResNet", "CharTransformer"]
 
 
 class MLP(nn.Sequential):
@@ -169,3 +170,41 @@ class TinyResNet(nn.Module):
     def forward(self, x):
         x = self.block2(self.block1(self.stem(x)))
         return self.fc(self.flatten(self.pool(x)))
+
+
+class CharTransformer(nn.Module):
+    """A small GPT-style character model built from torch's own Transformer layers.
+
+    Token and position embeddings, ``n_layers`` pre-norm ``nn.TransformerEncoderLayer``
+    blocks with a causal mask (``nn.MultiheadAttention`` inside: its packed Q/K/V
+    ``in_proj_weight`` and ``out_proj``, then a two-layer MLP), a final LayerNorm and a
+    linear head. ``forward(ids)`` takes ``(batch, length)`` character ids and returns logits
+    ``(batch, length, vocab_size)``.
+
+    Args:
+        vocab_size: number of characters.
+        width: embedding width (``d_model``).
+        n_layers: transformer blocks.
+        n_heads: attention heads.
+        context: longest sequence.
+        mlp_ratio: MLP hidden width / ``width``.
+    """
+
+    def __init__(self, vocab_size: int, width: int = 64, n_layers: int = 2, n_heads: int = 4,
+                 context: int = 64, mlp_ratio: int = 4):
+        super().__init__()
+        self.context = context
+        self.tok = nn.Embedding(vocab_size, width)
+        self.pos = nn.Embedding(context, width)
+        layer = nn.TransformerEncoderLayer(width, n_heads, mlp_ratio * width, dropout=0.0, activation="gelu",
+                                           batch_first=True, norm_first=True)
+        self.blocks = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(width)
+        self.head = nn.Linear(width, vocab_size)
+        self.register_buffer("causal", nn.Transformer.generate_square_subsequent_mask(context), persistent=False)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        n = ids.shape[1]
+        h = self.tok(ids) + self.pos(torch.arange(n, device=ids.device))
+        h = self.blocks(h, mask=self.causal[:n, :n], is_causal=True)
+        return self.head(self.norm(h))
