@@ -218,3 +218,30 @@ def test_validation_split_is_disjoint_stratified_and_seeded():
 def test_validation_fraction_out_of_range_names_the_argument(bad):
     with pytest.raises(ValueError, match="validation_fraction"):
         pk.data.load("digits", validation_fraction=bad)
+
+
+def test_char_corpus_round_trips_and_keeps_validation_text_apart():
+    text = pk.data.load_text("tempest")
+    assert text.startswith("THE TEMPEST") and len(text) > 90000
+    corpus = pk.data.CharCorpus(text, validation_fraction=0.1)
+    assert corpus.decode(corpus.encode(text[:500])) == text[:500]
+    assert len(corpus.train) + len(corpus.val) == len(text)
+    x, y = corpus.batch(4, 16, generator=torch.Generator().manual_seed(0))
+    assert x.shape == (4, 16) and torch.equal(x[:, 1:], y[:, :-1])
+    xv, yv = corpus.windows(16, part="val")
+    assert torch.equal(xv.flatten()[1:], yv.flatten()[:-1])
+    assert int(xv.max()) < corpus.vocab_size
+    with pytest.raises(ValueError, match="'name' parameter of load_text"):
+        pk.data.load_text("hamlet")
+
+
+def test_char_transformer_is_causal():
+    torch.manual_seed(0)
+    model = pk.models.CharTransformer(10, width=16, n_layers=1, n_heads=2, context=8).eval()
+    ids = torch.randint(0, 10, (2, 8))
+    changed = ids.clone()
+    changed[:, 5:] = (changed[:, 5:] + 1) % 10
+    with torch.no_grad():
+        a, b = model(ids), model(changed)
+    torch.testing.assert_close(a[:, :5], b[:, :5])  # later characters never leak backwards
+    assert not torch.allclose(a[:, 5:], b[:, 5:])

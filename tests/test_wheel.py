@@ -48,6 +48,7 @@ def test_wheel_contains_the_package_and_nothing_else(wheel):
     assert source <= set(names), sorted(source - set(names))
     subpackages = {p.parent.relative_to(ROOT).as_posix() for p in (ROOT / "prunekit").rglob("__init__.py")}
     assert len(subpackages) >= 5, subpackages  # prunekit, cluster, measure, methods, structured
+    assert "prunekit/texts/tempest.txt" in names  # the language-model chapter's text ships too
     top = {n.split("/")[0] for n in names}
     assert all(t == "prunekit" or t.endswith((".dist-info",)) for t in top), top
 
