@@ -438,3 +438,11 @@ def test_nm_storage_formula(n, extra, groups, out, bits):
     w = nm_mask(torch.randn(out, m * groups), n, m).float()
     expected = out * groups * n * (bits + math.ceil(math.log2(m)))
     assert pk.nm_storage_bits(w, (n, m), value_bits=bits) == expected
+
+
+def test_a_pattern_on_a_tensor_without_an_input_dimension_is_refused():
+    model = _mlp()
+    before = _state(model)
+    with pytest.raises(ValueError, match=r"'pattern' .* '0.bias' is 1-D"):
+        pk.prune(model, pattern="2:4", include=["0.bias"])
+    assert _same_state(before, _state(model))
