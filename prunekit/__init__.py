@@ -22,6 +22,7 @@ import warnings as _warnings
 from . import (
     cluster,
     data,
+    lottery,
     measure,
     methods,
     models,
@@ -35,6 +36,7 @@ from . import (
 from .cluster import KMeansPruneInfo, kmeans_1d
 from .comparison import DEFAULT_METHODS, Comparison, compare
 from .gradients import GRADIENT_STATISTICS, GradientStats, collect_gradient_stats
+from .lottery import LotteryRound, LotteryTickets, lottery_tickets
 from .masks import (
     channel_mask,
     gradient_mask,
@@ -75,6 +77,7 @@ __all__ = [
     # subpackages and modules
     "cluster",
     "data",
+    "lottery",
     "measure",
     "methods",
     "models",
@@ -134,6 +137,10 @@ __all__ = [
     "compare",
     "Comparison",
     "DEFAULT_METHODS",
+    # lottery tickets
+    "lottery_tickets",
+    "LotteryTickets",
+    "LotteryRound",
     # extension
     "Method",
     "register_method",
