@@ -261,8 +261,9 @@ def lottery_tickets(model: nn.Module, train_fn: Callable[[nn.Module], object], *
     current = copy_model(start)
     history = [finish(0, current, {})]
     for r in range(1, rounds + 1):
-        prune(current, imp_sparsity(rate, r), method="l1", scope=scope, exclude=exclude)
-        masks = _masks(current)
+        trained = copy_model(current)  # the round's trained model stays as it was
+        prune(trained, imp_sparsity(rate, r), method="l1", scope=scope, exclude=exclude)
+        masks = _masks(trained)
         current = _apply(copy_model(start), masks)  # rewind the survivors
         history.append(finish(r, current, masks))
     return LotteryTickets(history, rate, scope, start)

@@ -85,8 +85,9 @@ def test_round_r_prunes_exactly_the_compound_fraction_per_layer(rate):
             mask = keep(result, r, layer)
             assert int((~mask).sum()) == round(s * mask.numel()), (r, layer)
         trained = result.rounds[r].model
-        for layer in LAYERS:  # training kept the mask in force
+        for layer in LAYERS:  # the round's model keeps its own mask, in force in training
             module = trained.get_submodule(layer)
+            assert torch.equal(module.weight_mask.bool(), keep(result, r, layer))
             assert torch.equal(module.weight == 0, ~keep(result, r, layer) | (module.weight == 0))
             assert not module.weight[~keep(result, r, layer)].any()
 
