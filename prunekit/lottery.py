@@ -7,11 +7,12 @@ structure with fresh random weights does not. Frankle et al. (2020) rewind to an
 training step instead of the initialisation, which keeps the method working on larger
 networks.
 
-:func:`lottery_tickets` runs the loop. The rewind point is the model you pass in: a freshly
+:func:`prunekit.lottery_tickets` runs the loop. The rewind point is the model you pass in: a freshly
 initialised model rewinds to initialisation; a model already trained for ``k`` steps (and
 a ``train_fn`` that trains the remaining steps) rewinds to step ``k``. The result gives
-every round's mask, the ticket itself (:meth:`LotteryTickets.ticket`) and the two controls
-(:meth:`LotteryTickets.reinitialised`, :meth:`LotteryTickets.random_mask`).
+every round's mask, the ticket itself (:meth:`prunekit.LotteryTickets.ticket`) and the
+two controls (:meth:`prunekit.LotteryTickets.reinitialised`,
+:meth:`prunekit.LotteryTickets.random_mask`).
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ class LotteryTickets:
 
     @property
     def rewind_state(self) -> dict:
-        """The weights every round rewinds to: a copy of the model's ``state_dict`` as passed in."""
+        """A copy of the ``state_dict`` every round rewinds to (the model as passed in)."""
         return {k: v.clone() for k, v in self._start.state_dict().items()}
 
     def ticket(self, round_: int) -> nn.Module:
