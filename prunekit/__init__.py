@@ -23,6 +23,7 @@ from . import (
     calibration,
     cluster,
     data,
+    lottery,
     measure,
     methods,
     models,
@@ -36,6 +37,7 @@ from . import (
 from .cluster import KMeansPruneInfo, kmeans_1d
 from .comparison import DEFAULT_METHODS, Comparison, compare
 from .gradients import GRADIENT_STATISTICS, GradientStats, collect_gradient_stats
+from .lottery import LotteryRound, LotteryTickets, lottery_tickets
 from .masks import (
     channel_mask,
     gradient_mask,
@@ -79,6 +81,7 @@ __all__ = [
     "calibration",
     "cluster",
     "data",
+    "lottery",
     "measure",
     "methods",
     "models",
@@ -143,6 +146,10 @@ __all__ = [
     "compare",
     "Comparison",
     "DEFAULT_METHODS",
+    # lottery tickets
+    "lottery_tickets",
+    "LotteryTickets",
+    "LotteryRound",
     # extension
     "Method",
     "register_method",
