@@ -61,6 +61,7 @@ from .measure import (
     sparsity_report,
 )
 from .methods import METHODS, Method, register_method
+from .obs import obs_prune
 from .pruning import SCOPES, prunable_layers, prune
 from .reparam import effective_tensor, load_state_dict, remove
 from .scores import GRADIENT_SCORES
@@ -91,6 +92,7 @@ __all__ = [
     "kernel_mask",
     "kmeans_mask",
     "mask_from_scores",
+    "obs_prune",
     "kmeans_1d",
     "KMeansPruneInfo",
     # model level
