@@ -115,15 +115,29 @@ def obs_prune(weight: torch.Tensor, hessian: torch.Tensor, sparsity: float, *,
     hinv = torch.cholesky_inverse(chol)
 
     w = weight.detach().reshape(-1).to(torch.float64).clone()
-    keep = torch.ones(n, dtype=torch.bool, device=weight.device)
+    # The working set: `hinv` and `w_kept` cover the positions `idx` (ascending); removed
+    # weights drop out of it whenever it has shrunk by a quarter, so later steps are cheaper.
+    idx = torch.arange(n, device=weight.device)
+    w_kept = w.clone()
+    alive = torch.ones(n, dtype=torch.bool, device=weight.device)
     inf = torch.tensor(float("inf"), dtype=torch.float64, device=weight.device)
+    n_alive = n
     for _ in range(n_to_prune(sparsity, n)):
-        d = hinv.diagonal()
-        saliency = torch.where(keep, w.square() / (2 * d), inf)
+        saliency = torch.where(alive, w_kept.square() / (2 * hinv.diagonal()), inf)
         q = int(torch.argmin(saliency))          # first minimum: ties to the lower index
         col = hinv[:, q].clone()
-        w -= (w[q] / col[q]) * col               # the OBS update; w[q] becomes 0
-        hinv -= torch.outer(col, col) / col[q]   # inverse Hessian without weight q
-        keep[q] = False
-        w[~keep] = 0.0                           # exact zeros (rounding left ~1e-17)
+        w_kept -= (w_kept[q] / col[q]) * col     # the OBS update; w_kept[q] becomes 0
+        hinv.addr_(col, col, alpha=-1.0 / float(col[q]))   # inverse Hessian without weight q
+        alive[q] = False
+        w_kept[~alive] = 0.0                     # exact zeros (rounding leaves ~1e-17)
+        n_alive -= 1
+        if n_alive < 0.75 * alive.numel() and n_alive > 0:
+            w[idx] = w_kept
+            keep_local = torch.nonzero(alive).flatten()
+            idx, w_kept = idx[keep_local], w_kept[keep_local]
+            hinv = hinv[keep_local][:, keep_local]
+            alive = torch.ones(n_alive, dtype=torch.bool, device=weight.device)
+    w[idx] = w_kept
+    keep = torch.zeros(n, dtype=torch.bool, device=weight.device)
+    keep[idx[alive]] = True
     return w.to(weight.dtype).view(weight.shape), keep.view(weight.shape)
