@@ -65,6 +65,7 @@ from .measure import (
     sparsity_report,
 )
 from .methods import METHODS, Method, register_method
+from .obs import obs_prune
 from .oneshot import InputStats, nm_mask, sparsegpt, wanda_mask
 from .pruning import SCOPES, prunable_layers, prune
 from .reparam import effective_tensor, load_state_dict, remove
@@ -102,6 +103,7 @@ __all__ = [
     "wanda_mask",
     "sparsegpt",
     "InputStats",
+    "obs_prune",
     "kmeans_1d",
     "KMeansPruneInfo",
     # model level
