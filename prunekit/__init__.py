@@ -61,6 +61,7 @@ from .measure import (
     sparsity_report,
 )
 from .methods import METHODS, Method, register_method
+from .methods.slimming import slimming_loss, slimming_penalty
 from .pruning import SCOPES, prunable_layers, prune
 from .reparam import effective_tensor, load_state_dict, remove
 from .scores import GRADIENT_SCORES
@@ -137,6 +138,8 @@ __all__ = [
     # extension
     "Method",
     "register_method",
+    "slimming_penalty",
+    "slimming_loss",
     "METHODS",
 ]
 

@@ -9,6 +9,7 @@ from .base import NEEDS, Group, Method, plan_masks
 from .gradient import GradientMethod
 from .kmeans import KMeansMethod
 from .magnitude import ChannelMethod, KernelMethod, MagnitudeMethod, RandomMethod
+from .slimming import SlimmingMethod, slimming_loss, slimming_penalty
 
 __all__ = [
     "Method",
@@ -25,6 +26,9 @@ __all__ = [
     "KernelMethod",
     "GradientMethod",
     "KMeansMethod",
+    "SlimmingMethod",
+    "slimming_penalty",
+    "slimming_loss",
 ]
 
 #: the methods prunekit ships, in the order the book introduces them
@@ -38,6 +42,7 @@ BUILTIN_METHODS = (
     KMeansMethod(),
     ChannelMethod(),
     KernelMethod(),
+    SlimmingMethod(),
 )
 
 _REGISTRY: dict[str, Method] = {m.name: m for m in BUILTIN_METHODS}
