@@ -24,6 +24,7 @@ from .gradients import collect_gradient_stats
 from .measure import count_macs, count_parameters, sparse_storage_bits
 from .measure import sparsity as achieved_sparsity
 from .measure.latency import time_calls
+from .measure.storage import default_index_bits
 from .methods import METHODS
 from .pruning import SCOPES, prunable_layers, prune
 from .reparam import effective_tensor
@@ -190,13 +191,18 @@ def _deployable(model: nn.Module, example: torch.Tensor, use_shrink: bool):
 
 def _stored_bits(model: nn.Module, fmt: str) -> int:
     """Bits of all parameters at 32 bits per value: each Linear/Conv weight in the smaller of
-    a dense tensor and the sparse format ``fmt``, every other parameter dense."""
+    a dense tensor and the sparse format ``fmt`` with relative indices of
+    :func:`~prunekit.measure.storage.default_index_bits` bits (5 for Linear, 8 for conv,
+    gaps longer than the index costing filler entries), every other parameter dense."""
     total, weights = 0, 0
     for t in targets(model):
         w = effective_tensor(t.module, t.tensor).detach()
         weights += w.numel()
         dense = sparse_storage_bits(w, "dense")
-        total += dense if fmt == "dense" else min(dense, sparse_storage_bits(w, fmt))
+        if fmt != "dense":  # the book's convention: Deep Compression's relative indices
+            sparse = sparse_storage_bits(w, fmt, index_bits=default_index_bits(t.module))
+            dense = min(dense, sparse)
+        total += dense
     return total + 32 * (count_parameters(model) - weights)
 
 
@@ -224,9 +230,11 @@ def compare(model_fn: Callable[[], nn.Module], train_loader, test_loader, *,
     accuracy before and after fine-tuning; the **compression ratio** (all parameters of the
     dense model / non-zero parameters of the pruned one) and **theoretical speed-up** (MACs
     of the dense model / MACs by non-zero weights), both as ShrinkBench defines them; the
-    **storage ratio** of a real format (32-bit values plus absolute indices: one per
-    non-zero weight, one per kept kernel for ``"kernel"``, none for a shrunk dense model;
-    each weight stored in whichever of that and a dense tensor is smaller);
+    **storage ratio** of a real format (32-bit values plus Deep Compression's relative
+    indices, 5 bits for Linear and 8 for conv weights, as :func:`prunekit.compression_report`
+    counts them: one per non-zero weight, one per kept kernel for ``"kernel"``, none for a
+    shrunk dense model; each weight stored in whichever of that and a dense tensor is
+    smaller);
     the **dense speed-up** (MACs that a dense implementation still computes); and, where
     pruning removed structure that :func:`prunekit.shrink` can cut out (channels; also
     neurons that unstructured pruning killed entirely), the median CPU latency of the

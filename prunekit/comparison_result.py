@@ -36,7 +36,8 @@ class Comparison:
       ``dense_params``, ``compression_ratio = dense_params / params``;
     * ``storage_ratio``: bits of the dense model over bits of the pruned one, 32 bits per
       value: each Linear/Conv weight in the smaller of a dense tensor and the method's
-      sparse format (values plus absolute indices, :func:`prunekit.sparse_storage_bits`:
+      sparse format (values plus relative indices of 5 bits for Linear and 8 for conv
+      weights, the book's storage convention, :func:`prunekit.sparse_storage_bits`:
       one index per non-zero weight, one per kept kernel for ``"kernel"``, none for a
       shrunk model), biases and BatchNorm parameters dense. Indices (and zeros stored
       inside kept kernels) are why it is never above ``compression_ratio``;
