@@ -126,3 +126,17 @@ def test_bad_input_names_the_argument():
         pk.slimming_loss(bn_mlp(), strength=-1)
     with pytest.raises(TypeError):
         pk.slimming_penalty("not a model")
+
+
+def test_random_channel_prunes_whole_channels_exactly_and_reproducibly():
+    masks = []
+    for seed in (0, 0, 1):
+        m = pk.prune(bn_cnn(), {"conv1": 0.5, "conv2": 0.5}, method="random_channel",
+                     seed=seed)
+        gone = ~m.conv2.weight_mask.flatten(1).any(1)
+        assert int(gone.sum()) == 3                              # round(0.5 * 6)
+        assert torch.all(m.conv2.weight_mask[gone] == 0)
+        assert torch.all(m.bn2.weight[gone] == 0)
+        masks.append(m.conv1.weight_mask.flatten(1).any(1))
+    assert torch.equal(masks[0], masks[1])
+    assert not torch.equal(masks[0], masks[2])

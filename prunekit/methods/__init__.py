@@ -8,7 +8,7 @@ from .._validation import check_choice
 from .base import NEEDS, Group, Method, plan_masks
 from .gradient import GradientMethod
 from .kmeans import KMeansMethod
-from .magnitude import ChannelMethod, KernelMethod, MagnitudeMethod, RandomMethod
+from .magnitude import ChannelMethod, KernelMethod, MagnitudeMethod, RandomChannelMethod, RandomMethod
 from .slimming import SlimmingMethod, slimming_loss, slimming_penalty
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "GradientMethod",
     "KMeansMethod",
     "SlimmingMethod",
+    "RandomChannelMethod",
     "slimming_penalty",
     "slimming_loss",
 ]
@@ -43,6 +44,7 @@ BUILTIN_METHODS = (
     ChannelMethod(),
     KernelMethod(),
     SlimmingMethod(),
+    RandomChannelMethod(),
 )
 
 _REGISTRY: dict[str, Method] = {m.name: m for m in BUILTIN_METHODS}
