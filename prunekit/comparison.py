@@ -213,7 +213,7 @@ def _storage_format(method: str) -> str:
 
 def compare(model_fn: Callable[[], nn.Module], train_loader, test_loader, *,
             methods=None, sparsities=(0.5, 0.75, 0.9, 0.95, 0.98), seeds=(0, 1, 2),
-            train=None, fine_tune=None, evaluate=None, loss_fn=None,
+            train=None, fine_tune=None, evaluate=None, loss_fn=None, val_loader=None,
             exclude="classifier", gradient_batches: int | None = None,
             use_shrink: bool = True, latency: bool = True, latency_batch: int = 32,
             latency_repeats: int = 20, threads: int | None = None,
@@ -268,6 +268,9 @@ def compare(model_fn: Callable[[], nn.Module], train_loader, test_loader, *,
         evaluate: ``evaluate(model) -> float`` (higher is better); default top-1
             accuracy on ``test_loader`` (:func:`prunekit.training.evaluate`).
         loss_fn: loss for the gradient statistics; default ``nn.CrossEntropyLoss()``.
+        val_loader: optional validation batches; each row then also records
+            ``val_accuracy`` (after fine-tuning) and ``dense_val_accuracy``, so that choices
+            (``Comparison.best_within(on="val_accuracy")``) are made off the test set.
         exclude: layers every method leaves dense (names as in ``model.named_modules()``,
             or modules). The default ``"classifier"`` excludes the last ``nn.Linear`` /
             ``nn.Conv*`` layer in ``named_modules()`` order (the output layer of most
@@ -331,6 +334,8 @@ def compare(model_fn: Callable[[], nn.Module], train_loader, test_loader, *,
     x_test = _first_batch(test_loader, "test_loader")
     loss_fn = loss_fn or nn.CrossEntropyLoss()
     score = evaluate or (lambda m: training.evaluate(m, test_loader))
+    if val_loader is not None:
+        _first_batch(val_loader, "val_loader")
 
     probe = _build(model_fn, seeds[0])  # to check methods and exclude before any training
     if isinstance(exclude, str) and exclude == "classifier":
@@ -372,10 +377,11 @@ def compare(model_fn: Callable[[], nn.Module], train_loader, test_loader, *,
             _run_step(train, dense, train_loader, fine=False)
             dense.eval()
             dense_acc = float(score(dense))
+            dense_val = None if val_loader is None else training.evaluate(dense, val_loader)
             dense_params = count_parameters(dense)
             dense_macs = count_macs(dense, example)
             dense_rows.append({"seed": seed, "accuracy": dense_acc, "params": dense_params,
-                               "macs": dense_macs})
+                               "macs": dense_macs, "val_accuracy": dense_val})
             bar.update(1)
             stats = None
             needed = sorted({METHODS[s.method].statistic for s in specs if _needs_stats(s)})
@@ -404,7 +410,9 @@ def compare(model_fn: Callable[[], nn.Module], train_loader, test_loader, *,
                     row = {"method": spec.label, "sparsity": s, "seed": seed,
                            "achieved_sparsity": achieved_sparsity(model),
                            "dense_accuracy": dense_acc, "pruned_accuracy": pruned_acc,
-                           "accuracy": acc}
+                           "accuracy": acc, "dense_val_accuracy": dense_val,
+                           "val_accuracy": None if val_loader is None
+                           else training.evaluate(model, val_loader)}
                     row.update(_measure(model, spec.method, example, x_lat, dense, dense_params,
                                         dense_macs, use_shrink, latency, latency_repeats, threads))
                     row["seconds"] = seconds

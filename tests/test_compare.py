@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 import re
 import statistics
 
@@ -38,7 +39,7 @@ COLUMNS = {
     "method", "sparsity", "seed", "achieved_sparsity", "dense_accuracy", "pruned_accuracy",
     "accuracy", "params", "dense_params", "compression_ratio", "storage_ratio", "macs",
     "dense_macs", "theoretical_speedup", "dense_speedup", "latency_ms", "dense_latency_ms",
-    "measured_speedup", "shrunk", "seconds",
+    "measured_speedup", "shrunk", "seconds", "val_accuracy", "dense_val_accuracy",
 }
 NUMERIC = sorted(COLUMNS - {"method", "sparsity", "seed", "shrunk"})
 #: columns that are timings (not reproducible); every other column must be exact
@@ -161,7 +162,8 @@ def test_dense_has_one_entry_per_seed_matching_the_dense_model(mlp_result, mlp_d
     assert [d["seed"] for d in mlp_result.dense] == SEEDS
     for d in mlp_result.dense:
         dense, _ = mlp_dense[d["seed"]]
-        assert set(d) == {"seed", "accuracy", "params", "macs"}
+        assert set(d) == {"seed", "accuracy", "params", "macs", "val_accuracy"}
+        assert d["val_accuracy"] is None                 # no val_loader given
         assert d["accuracy"] == pk.training.evaluate(dense, digits[1])
         assert d["params"] == pk.count_parameters(dense)
         assert d["macs"] == pk.count_macs(dense, example)
@@ -780,3 +782,31 @@ def test_to_pandas(mlp_result):
     assert len(frame) == len(mlp_result.rows)
     assert set(frame.columns) == COLUMNS
     assert frame["accuracy"].tolist() == [r["accuracy"] for r in mlp_result.rows]
+
+
+def test_val_loader_records_validation_accuracy_and_best_within_chooses_on_it():
+    split = pk.data.load("digits", seed=0, validation_fraction=0.2)
+    train, test, val = split.loader("train", 64), split.loader("test"), split.loader("val")
+    result = pk.compare(lambda: pk.models.MLP(hidden=(16,)), train, test, val_loader=val,
+                        methods=["l1"], sparsities=[0.5, 0.9], seeds=[0],
+                        train={"epochs": 2}, fine_tune={"epochs": 1}, progress=False,
+                        latency=False)
+    for row in result.rows:
+        assert row["val_accuracy"] is not None and row["dense_val_accuracy"] is not None
+        assert row["dense_val_accuracy"] == result.dense[0]["val_accuracy"]
+    best = result.best_within(1.0, on="val_accuracy")["l1"]        # everything qualifies
+    assert best["sparsity"] == 0.9
+    with pytest.raises(ValueError, match="'on' parameter of best_within"):
+        result.best_within(0.01, on="test")
+
+
+def test_at_interpolates_at_matched_achieved_compression():
+    rows = [dict(method=m, sparsity=s, seed=0, compression_ratio=c, accuracy=a)
+            for m, s, c, a in (("a", 0.5, 2.0, 0.9), ("a", 0.9, 10.0, 0.5),
+                               ("b", 0.5, 4.0, 0.8), ("b", 0.9, 40.0, 0.2))]
+    got = pk.Comparison(rows, dense=[]).at(4.0)
+    assert got["b"] == pytest.approx(0.8)
+    assert got["a"] == pytest.approx(0.9 + (0.5 - 0.9) * math.log(2) / math.log(5))
+    assert pk.Comparison(rows, dense=[]).at(1.5)["a"] is None     # not reached: no guess
+    with pytest.raises(ValueError, match="'value' parameter of at"):
+        pk.Comparison(rows, dense=[]).at(-1)
