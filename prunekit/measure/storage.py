@@ -128,7 +128,7 @@ def fillers(positions: torch.Tensor, index_bits: int) -> int:
 def default_index_bits(module: nn.Module) -> int:
     """The book's storage convention: bits of one *relative* index for ``module``'s weight.
 
-    Deep Compression's (Han et al. 2016) choice, used by :func:`compression_report`
+    Deep Compression's (Han et al. 2016) choice, used by :func:`prunekit.compression_report`
     (chapter 3) and :func:`prunekit.compare` (chapter 5): 5 bits for a fully connected
     layer, 8 bits for a convolution (and any other weight). See :ref:`storage-convention`.
     """
