@@ -65,6 +65,7 @@ from .measure import (
     sparsity_report,
 )
 from .methods import METHODS, Method, register_method
+from .methods.slimming import slimming_loss, slimming_penalty
 from .obs import obs_prune
 from .oneshot import InputStats, nm_mask, sparsegpt, wanda_mask
 from .pruning import SCOPES, prunable_layers, prune
@@ -155,6 +156,8 @@ __all__ = [
     # extension
     "Method",
     "register_method",
+    "slimming_penalty",
+    "slimming_loss",
     "METHODS",
 ]
 

@@ -24,6 +24,7 @@ from .gradients import collect_gradient_stats
 from .measure import count_macs, count_parameters, sparse_storage_bits
 from .measure import sparsity as achieved_sparsity
 from .measure.latency import time_calls
+from .measure.storage import default_index_bits
 from .methods import METHODS
 from .pruning import SCOPES, prunable_layers, prune
 from .reparam import effective_tensor
@@ -190,13 +191,18 @@ def _deployable(model: nn.Module, example: torch.Tensor, use_shrink: bool):
 
 def _stored_bits(model: nn.Module, fmt: str) -> int:
     """Bits of all parameters at 32 bits per value: each Linear/Conv weight in the smaller of
-    a dense tensor and the sparse format ``fmt``, every other parameter dense."""
+    a dense tensor and the sparse format ``fmt`` with relative indices of
+    :func:`~prunekit.measure.storage.default_index_bits` bits (5 for Linear, 8 for conv,
+    gaps longer than the index costing filler entries), every other parameter dense."""
     total, weights = 0, 0
     for t in targets(model):
         w = effective_tensor(t.module, t.tensor).detach()
         weights += w.numel()
         dense = sparse_storage_bits(w, "dense")
-        total += dense if fmt == "dense" else min(dense, sparse_storage_bits(w, fmt))
+        if fmt != "dense":  # the book's convention: Deep Compression's relative indices
+            sparse = sparse_storage_bits(w, fmt, index_bits=default_index_bits(t.module))
+            dense = min(dense, sparse)
+        total += dense
     return total + 32 * (count_parameters(model) - weights)
 
 
@@ -207,7 +213,7 @@ def _storage_format(method: str) -> str:
 
 def compare(model_fn: Callable[[], nn.Module], train_loader, test_loader, *,
             methods=None, sparsities=(0.5, 0.75, 0.9, 0.95, 0.98), seeds=(0, 1, 2),
-            train=None, fine_tune=None, evaluate=None, loss_fn=None,
+            train=None, fine_tune=None, evaluate=None, loss_fn=None, val_loader=None,
             exclude="classifier", gradient_batches: int | None = None,
             use_shrink: bool = True, latency: bool = True, latency_batch: int = 32,
             latency_repeats: int = 20, threads: int | None = None,
@@ -224,9 +230,11 @@ def compare(model_fn: Callable[[], nn.Module], train_loader, test_loader, *,
     accuracy before and after fine-tuning; the **compression ratio** (all parameters of the
     dense model / non-zero parameters of the pruned one) and **theoretical speed-up** (MACs
     of the dense model / MACs by non-zero weights), both as ShrinkBench defines them; the
-    **storage ratio** of a real format (32-bit values plus absolute indices: one per
-    non-zero weight, one per kept kernel for ``"kernel"``, none for a shrunk dense model;
-    each weight stored in whichever of that and a dense tensor is smaller);
+    **storage ratio** of a real format (32-bit values plus Deep Compression's relative
+    indices, 5 bits for Linear and 8 for conv weights, as :func:`prunekit.compression_report`
+    counts them: one per non-zero weight, one per kept kernel for ``"kernel"``, none for a
+    shrunk dense model; each weight stored in whichever of that and a dense tensor is
+    smaller);
     the **dense speed-up** (MACs that a dense implementation still computes); and, where
     pruning removed structure that :func:`prunekit.shrink` can cut out (channels; also
     neurons that unstructured pruning killed entirely), the median CPU latency of the
@@ -260,6 +268,9 @@ def compare(model_fn: Callable[[], nn.Module], train_loader, test_loader, *,
         evaluate: ``evaluate(model) -> float`` (higher is better); default top-1
             accuracy on ``test_loader`` (:func:`prunekit.training.evaluate`).
         loss_fn: loss for the gradient statistics; default ``nn.CrossEntropyLoss()``.
+        val_loader: optional validation batches; each row then also records
+            ``val_accuracy`` (after fine-tuning) and ``dense_val_accuracy``, so that choices
+            (``Comparison.best_within(on="val_accuracy")``) are made off the test set.
         exclude: layers every method leaves dense (names as in ``model.named_modules()``,
             or modules). The default ``"classifier"`` excludes the last ``nn.Linear`` /
             ``nn.Conv*`` layer in ``named_modules()`` order (the output layer of most
@@ -323,6 +334,8 @@ def compare(model_fn: Callable[[], nn.Module], train_loader, test_loader, *,
     x_test = _first_batch(test_loader, "test_loader")
     loss_fn = loss_fn or nn.CrossEntropyLoss()
     score = evaluate or (lambda m: training.evaluate(m, test_loader))
+    if val_loader is not None:
+        _first_batch(val_loader, "val_loader")
 
     probe = _build(model_fn, seeds[0])  # to check methods and exclude before any training
     if isinstance(exclude, str) and exclude == "classifier":
@@ -364,10 +377,11 @@ def compare(model_fn: Callable[[], nn.Module], train_loader, test_loader, *,
             _run_step(train, dense, train_loader, fine=False)
             dense.eval()
             dense_acc = float(score(dense))
+            dense_val = None if val_loader is None else training.evaluate(dense, val_loader)
             dense_params = count_parameters(dense)
             dense_macs = count_macs(dense, example)
             dense_rows.append({"seed": seed, "accuracy": dense_acc, "params": dense_params,
-                               "macs": dense_macs})
+                               "macs": dense_macs, "val_accuracy": dense_val})
             bar.update(1)
             stats = None
             needed = sorted({METHODS[s.method].statistic for s in specs if _needs_stats(s)})
@@ -396,7 +410,9 @@ def compare(model_fn: Callable[[], nn.Module], train_loader, test_loader, *,
                     row = {"method": spec.label, "sparsity": s, "seed": seed,
                            "achieved_sparsity": achieved_sparsity(model),
                            "dense_accuracy": dense_acc, "pruned_accuracy": pruned_acc,
-                           "accuracy": acc}
+                           "accuracy": acc, "dense_val_accuracy": dense_val,
+                           "val_accuracy": None if val_loader is None
+                           else training.evaluate(model, val_loader)}
                     row.update(_measure(model, spec.method, example, x_lat, dense, dense_params,
                                         dense_macs, use_shrink, latency, latency_repeats, threads))
                     row["seconds"] = seconds

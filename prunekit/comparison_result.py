@@ -18,7 +18,7 @@ METRICS = (
     "achieved_sparsity", "dense_accuracy", "pruned_accuracy", "accuracy", "params",
     "dense_params", "compression_ratio", "storage_ratio", "macs", "dense_macs",
     "theoretical_speedup", "dense_speedup", "latency_ms", "dense_latency_ms",
-    "measured_speedup", "seconds",
+    "measured_speedup", "seconds", "val_accuracy", "dense_val_accuracy",
 )
 
 
@@ -36,7 +36,8 @@ class Comparison:
       ``dense_params``, ``compression_ratio = dense_params / params``;
     * ``storage_ratio``: bits of the dense model over bits of the pruned one, 32 bits per
       value: each Linear/Conv weight in the smaller of a dense tensor and the method's
-      sparse format (values plus absolute indices, :func:`prunekit.sparse_storage_bits`:
+      sparse format (values plus relative indices of 5 bits for Linear and 8 for conv
+      weights, the book's storage convention, :func:`prunekit.sparse_storage_bits`:
       one index per non-zero weight, one per kept kernel for ``"kernel"``, none for a
       shrunk model), biases and BatchNorm parameters dense. Indices (and zeros stored
       inside kept kernels) are why it is never above ``compression_ratio``;
@@ -47,6 +48,8 @@ class Comparison:
     * ``latency_ms``, ``dense_latency_ms``, ``measured_speedup``: median latency (ms) of the
       deployed and the dense model at the latency batch, timed alternately in eval mode
       under ``torch.inference_mode()``, only where structure was removed, else ``None``;
+    * ``val_accuracy``, ``dense_val_accuracy``: accuracy on ``compare``'s ``val_loader``
+      after fine-tuning and of the dense model (``None`` without one);
     * ``shrunk`` (whether :func:`prunekit.shrink` rebuilt the model), ``seconds``.
 
     ``dense`` holds one dict per seed (``seed``, ``accuracy``, ``params``, ``macs``),
@@ -81,31 +84,72 @@ class Comparison:
         for (method, s), rows in sorted(groups.items(), key=lambda kv: (order[kv[0][0]], kv[0][1])):
             item = {"method": method, "sparsity": s, "n": len(rows)}
             for metric in METRICS:
-                item[f"{metric}_mean"], item[f"{metric}_std"] = mean_std([r[metric] for r in rows])
+                item[f"{metric}_mean"], item[f"{metric}_std"] = mean_std([r.get(metric) for r in rows])
             out.append(item)
         return out
 
-    def best_within(self, tolerance: float = 0.01, x: str = "compression_ratio") -> dict:
+    def best_within(self, tolerance: float = 0.01, x: str = "compression_ratio",
+                    on: str = "accuracy") -> dict:
         """Per method, the summary point with the largest mean ``x`` whose mean accuracy
         (after fine-tuning) is at least the mean dense accuracy minus ``tolerance``.
 
-        Returns ``{method: summary dict or None}`` (``None``: no sparsity met the
+        ``on="val_accuracy"`` makes that choice on the validation accuracies (``compare``
+        with ``val_loader=``), so the test accuracy of the chosen point is an honest
+        estimate. Returns ``{method: summary dict or None}`` (``None``: no sparsity met the
         tolerance). Answers "how far can each method go for at most a 1-point loss?".
         """
         if isinstance(tolerance, bool) or not isinstance(tolerance, numbers.Real) or tolerance < 0:
             raise ValueError(f"The 'tolerance' parameter of best_within must be a non-negative "
                              f"number. Got {tolerance!r} instead.")
         check_choice(x, METRICS, "best_within", "x")
-        floor = self.dense_accuracy[0] - tolerance
+        check_choice(on, ("accuracy", "val_accuracy"), "best_within", "on")
+        dense = [d.get(on) for d in self.dense]
+        if any(v is None for v in dense):
+            raise ValueError("best_within(on='val_accuracy') needs compare(..., val_loader=...); "
+                             "this comparison has no validation accuracies.")
+        floor = mean_std(dense)[0] - tolerance
         best = {m: None for m in self.methods}
         for item in self.summary():
             value = item[f"{x}_mean"]
-            if value is None or item["accuracy_mean"] < floor:
+            if value is None or item[f"{on}_mean"] < floor:
                 continue
             current = best[item["method"]]
             if current is None or value > current[f"{x}_mean"]:
                 best[item["method"]] = item
         return best
+
+    def at(self, value: float, x: str = "compression_ratio", y: str = "accuracy") -> dict:
+        """Per method, mean ``y`` at the **achieved** ``x == value``, interpolated linearly in
+        ``log(x)`` between the two summary points around it (``None`` outside the range the
+        method reached). Compares methods at matched compression (or speed-up) rather than
+        at matched requested sparsity, which means different things for different methods.
+
+        Examples:
+            >>> from prunekit import Comparison
+            >>> rows = [dict(method="a", sparsity=s, compression_ratio=c, accuracy=acc)
+            ...         for s, c, acc in ((0.5, 2.0, 0.9), (0.75, 8.0, 0.7))]
+            >>> round(Comparison(rows, dense=[]).at(4.0)["a"], 6)   # halfway in log(x)
+            0.8
+        """
+        check_choice(x, METRICS, "at", "x")
+        check_choice(y, METRICS, "at", "y")
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+            raise ValueError(f"The 'value' parameter of at must be a positive number. "
+                             f"Got {value!r} instead.")
+        out = {}
+        for method in self.methods:
+            pts = sorted((it[f"{x}_mean"], it[f"{y}_mean"]) for it in self.summary()
+                         if it["method"] == method and it[f"{x}_mean"] is not None
+                         and it[f"{y}_mean"] is not None and math.isfinite(it[f"{x}_mean"]))
+            out[method] = None
+            for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
+                if x0 <= value <= x1:
+                    t = 0.0 if x1 == x0 else math.log(value / x0) / math.log(x1 / x0)
+                    out[method] = y0 + t * (y1 - y0)
+                    break
+            if out[method] is None and pts and pts[0][0] == value:
+                out[method] = pts[0][1]
+        return out
 
     def to_pandas(self):
         """The rows as a ``pandas.DataFrame`` (needs pandas)."""

@@ -39,7 +39,7 @@ COLUMNS = {
     "method", "sparsity", "seed", "achieved_sparsity", "dense_accuracy", "pruned_accuracy",
     "accuracy", "params", "dense_params", "compression_ratio", "storage_ratio", "macs",
     "dense_macs", "theoretical_speedup", "dense_speedup", "latency_ms", "dense_latency_ms",
-    "measured_speedup", "shrunk", "seconds",
+    "measured_speedup", "shrunk", "seconds", "val_accuracy", "dense_val_accuracy",
 }
 NUMERIC = sorted(COLUMNS - {"method", "sparsity", "seed", "shrunk"})
 #: columns that are timings (not reproducible); every other column must be exact
@@ -162,7 +162,8 @@ def test_dense_has_one_entry_per_seed_matching_the_dense_model(mlp_result, mlp_d
     assert [d["seed"] for d in mlp_result.dense] == SEEDS
     for d in mlp_result.dense:
         dense, _ = mlp_dense[d["seed"]]
-        assert set(d) == {"seed", "accuracy", "params", "macs"}
+        assert set(d) == {"seed", "accuracy", "params", "macs", "val_accuracy"}
+        assert d["val_accuracy"] is None                 # no val_loader given
         assert d["accuracy"] == pk.training.evaluate(dense, digits[1])
         assert d["params"] == pk.count_parameters(dense)
         assert d["macs"] == pk.count_macs(dense, example)
@@ -349,9 +350,11 @@ def test_compression_ratio_is_dense_params_over_params(mlp_result, vgg_result):
         assert row["theoretical_speedup"] == row["dense_macs"] / row["macs"]
 
 
-def test_storage_ratio_counts_an_index_per_weight(mlp_result, mlp_dense):
-    """l1 rows: 32-bit values plus a ceil(log2 n)-bit index per kept weight of a layer of n,
-    or the dense tensor where that is smaller; biases dense (computed by hand here)."""
+def test_storage_ratio_counts_a_relative_index_per_weight(mlp_result, mlp_dense):
+    """l1 rows, the book's storage convention (chapter 3's): 32-bit values plus a 5-bit
+    relative index per kept weight of a Linear layer, and a filler entry for every 32
+    zeros in a row beyond what an index can skip, or the dense tensor where that is
+    smaller; biases dense (computed by hand here, with numpy)."""
     checked = set()
     for row in mlp_result.rows:
         if row["method"] != "l1" or row["dense_speedup"] != 1.0:
@@ -362,9 +365,11 @@ def test_storage_ratio_counts_an_index_per_weight(mlp_result, mlp_dense):
         bits = 0
         for module in direct.modules():
             if isinstance(module, nn.Linear):
-                n = module.weight.numel()
-                kept = int(torch.count_nonzero(module.weight))
-                bits += min(32 * n, kept * (32 + math.ceil(math.log2(n)))) + 32 * module.bias.numel()
+                flat = module.weight.detach().reshape(-1).numpy()
+                pos = np.flatnonzero(flat)
+                gaps = np.diff(np.concatenate([[-1], pos])) - 1     # zeros skipped before each
+                entries = len(pos) + int(np.sum(gaps // 2**5))      # kept weights + fillers
+                bits += min(32 * flat.size, entries * (32 + 5)) + 32 * module.bias.numel()
         assert row["storage_ratio"] == pytest.approx(32 * row["dense_params"] / bits, rel=1e-12)
     assert checked == set(SPARSITIES)
 
@@ -777,3 +782,31 @@ def test_to_pandas(mlp_result):
     assert len(frame) == len(mlp_result.rows)
     assert set(frame.columns) == COLUMNS
     assert frame["accuracy"].tolist() == [r["accuracy"] for r in mlp_result.rows]
+
+
+def test_val_loader_records_validation_accuracy_and_best_within_chooses_on_it():
+    split = pk.data.load("digits", seed=0, validation_fraction=0.2)
+    train, test, val = split.loader("train", 64), split.loader("test"), split.loader("val")
+    result = pk.compare(lambda: pk.models.MLP(hidden=(16,)), train, test, val_loader=val,
+                        methods=["l1"], sparsities=[0.5, 0.9], seeds=[0],
+                        train={"epochs": 2}, fine_tune={"epochs": 1}, progress=False,
+                        latency=False)
+    for row in result.rows:
+        assert row["val_accuracy"] is not None and row["dense_val_accuracy"] is not None
+        assert row["dense_val_accuracy"] == result.dense[0]["val_accuracy"]
+    best = result.best_within(1.0, on="val_accuracy")["l1"]        # everything qualifies
+    assert best["sparsity"] == 0.9
+    with pytest.raises(ValueError, match="'on' parameter of best_within"):
+        result.best_within(0.01, on="test")
+
+
+def test_at_interpolates_at_matched_achieved_compression():
+    rows = [dict(method=m, sparsity=s, seed=0, compression_ratio=c, accuracy=a)
+            for m, s, c, a in (("a", 0.5, 2.0, 0.9), ("a", 0.9, 10.0, 0.5),
+                               ("b", 0.5, 4.0, 0.8), ("b", 0.9, 40.0, 0.2))]
+    got = pk.Comparison(rows, dense=[]).at(4.0)
+    assert got["b"] == pytest.approx(0.8)
+    assert got["a"] == pytest.approx(0.9 + (0.5 - 0.9) * math.log(2) / math.log(5))
+    assert pk.Comparison(rows, dense=[]).at(1.5)["a"] is None     # not reached: no guess
+    with pytest.raises(ValueError, match="'value' parameter of at"):
+        pk.Comparison(rows, dense=[]).at(-1)

@@ -18,6 +18,7 @@ from ..targets import targets, weight_layers
 __all__ = [
     "sparse_storage_bits",
     "fillers",
+    "default_index_bits",
     "STORAGE_GRANULARITIES",
     "compression_report",
     "CompressionReport",
@@ -122,6 +123,16 @@ def fillers(positions: torch.Tensor, index_bits: int) -> int:
         return 0
     gaps = torch.diff(positions, prepend=positions.new_tensor([-1])) - 1  # units skipped
     return int(torch.sum(gaps >> index_bits))
+
+
+def default_index_bits(module: nn.Module) -> int:
+    """The book's storage convention: bits of one *relative* index for ``module``'s weight.
+
+    Deep Compression's (Han et al. 2016) choice, used by :func:`prunekit.compression_report`
+    (chapter 3) and :func:`prunekit.compare` (chapter 5): 5 bits for a fully connected
+    layer, 8 bits for a convolution (and any other weight). See :ref:`storage-convention`.
+    """
+    return 5 if isinstance(module, nn.Linear) else 8
 
 
 @dataclass(frozen=True)
@@ -297,7 +308,7 @@ def compression_report(model: nn.Module, *, index_bits: int | None = None) -> Co
         w = effective_tensor(module, "weight")
         shared = shared_weights_of(module)
         k = shared.codebook.numel() if shared is not None else 0
-        ib = index_bits if index_bits is not None else (5 if isinstance(module, nn.Linear) else 8)
+        ib = index_bits if index_bits is not None else default_index_bits(module)
         value_bits, n_fill, sparse, dense = _layer_storage(w, k, ib)
         fmt = "sparse" if sparse < dense else "dense"
         nnz = int(torch.count_nonzero(w))

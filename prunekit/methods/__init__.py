@@ -8,8 +8,9 @@ from .._validation import check_choice
 from .base import NEEDS, Group, Method, plan_masks
 from .gradient import GradientMethod
 from .kmeans import KMeansMethod
-from .magnitude import ChannelMethod, KernelMethod, MagnitudeMethod, RandomMethod
+from .magnitude import ChannelMethod, KernelMethod, MagnitudeMethod, RandomChannelMethod, RandomMethod
 from .oneshot import CalibratedMethod, SparseGPTMethod, WandaMethod
+from .slimming import SlimmingMethod, slimming_loss, slimming_penalty
 
 __all__ = [
     "Method",
@@ -26,6 +27,10 @@ __all__ = [
     "KernelMethod",
     "GradientMethod",
     "KMeansMethod",
+    "SlimmingMethod",
+    "RandomChannelMethod",
+    "slimming_penalty",
+    "slimming_loss",
     "CalibratedMethod",
     "WandaMethod",
     "SparseGPTMethod",
@@ -42,6 +47,8 @@ BUILTIN_METHODS = (
     KMeansMethod(),
     ChannelMethod(),
     KernelMethod(),
+    SlimmingMethod(),
+    RandomChannelMethod(),
     WandaMethod(),
     SparseGPTMethod(),
 )

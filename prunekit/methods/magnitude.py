@@ -9,7 +9,7 @@ from .. import scores as S
 from .._validation import check_int, check_p
 from .base import Method
 
-__all__ = ["MagnitudeMethod", "RandomMethod", "ChannelMethod", "KernelMethod"]
+__all__ = ["MagnitudeMethod", "RandomMethod", "ChannelMethod", "KernelMethod", "RandomChannelMethod"]
 
 
 class MagnitudeMethod(Method):
@@ -79,3 +79,23 @@ class KernelMethod(ChannelMethod):
 
     def scores(self, name, module, weight, options):
         return S.kernel_scores(weight, options["p"])
+
+
+class RandomChannelMethod(ChannelMethod):
+    """Whole output channels chosen at random (option ``seed``, default 0): the baseline of
+    Li et al. (2017) for filter pruning. Bias and BatchNorm go with the channel, as for
+    ``"channel"``; the same call prunes the same channels."""
+
+    name = "random_channel"
+    options = {"seed": 0}
+
+    def check_options(self, options, caller):
+        return Method.check_options(self, options, caller)
+
+    def prepare(self, model, layers, options):
+        check_int(options["seed"], "prune", "seed")
+        return {**options, "_generator": torch.Generator().manual_seed(options["seed"])}
+
+    def scores(self, name, module, weight, options):
+        r = torch.rand(weight.shape[0], generator=options["_generator"], dtype=torch.float64)
+        return r.to(weight.device)
