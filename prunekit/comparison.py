@@ -353,7 +353,7 @@ def compare(model_fn: Callable[[], nn.Module], train_loader, test_loader, *,
     }
     rows, dense_rows = [], []
     bar = tqdm(total=len(seeds) * (1 + len(specs) * len(sparsities)), desc=_CALLER,
-               disable=not progress, file=sys.stdout, ncols=90, mininterval=2.0)
+               disable=not progress, file=sys.stdout, ncols=80, mininterval=2.0)
     try:
         for seed in seeds:
             bar.set_postfix_str(f"seed {seed}: dense", refresh=False)

@@ -316,7 +316,7 @@ def collect(model: nn.Module, layers: list[tuple[str, nn.Module]], loader, loss_
         if max_batches is not None:
             total = max_batches if total is None else min(total, max_batches)
         bar = tqdm(total=total, desc="gradient statistics", unit="batch", disable=not progress,
-                   file=sys.stdout, leave=True, dynamic_ncols=False, ncols=90)
+                   file=sys.stdout, leave=True, dynamic_ncols=False, ncols=80)
         with torch.enable_grad():
             for batch in loader:
                 if not isinstance(batch, (tuple, list)) or len(batch) != 2:

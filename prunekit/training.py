@@ -110,7 +110,7 @@ def train(model: nn.Module, loader, *, epochs: int = 1, lr: float = 0.05,
     history = []
     # mininterval: each redraw becomes a line in a rendered notebook, so redraw sparingly
     bar = tqdm(total=epochs * len(loader), desc=desc, disable=not progress, file=sys.stdout,
-               leave=True, dynamic_ncols=False, ncols=90, mininterval=2.0)
+               leave=True, dynamic_ncols=False, ncols=80, mininterval=2.0)
     model.train()
     try:
         for epoch in range(1, epochs + 1):
