@@ -8,7 +8,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from ._validation import invalid
+from ._validation import argument_error, invalid
 from .targets import weight_layers
 
 __all__ = [
@@ -45,17 +45,14 @@ def resolve_modules(model: nn.Module, items, caller: str, param: str) -> list[tu
             if item not in by_name:
                 close = [n for n in by_name if n and (item in n or n in item)][:5]
                 hint = f" Did you mean one of {close}?" if close else ""
-                raise ValueError(
-                    f"The {param!r} parameter of {caller} names {item!r}, which is not a module "
-                    f"of the model (names as in model.named_modules()).{hint}"
-                )
+                raise argument_error(
+                    ValueError, param, caller, f"names {item!r}, which is not a module of the "
+                    f"model (names as in model.named_modules()).{hint}")
             name, module = item, by_name[item]
         elif isinstance(item, nn.Module):
             if id(item) not in name_of:
-                raise ValueError(
-                    f"The {param!r} parameter of {caller} contains a {type(item).__name__} "
-                    "that is not part of the model."
-                )
+                raise argument_error(ValueError, param, caller, f"contains a "
+                                     f"{type(item).__name__} that is not part of the model.")
             name, module = name_of[id(item)], item
         else:
             raise invalid(TypeError, param, caller, "made of modules or module names", repr(item))

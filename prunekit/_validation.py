@@ -10,6 +10,7 @@ import torch
 
 __all__ = [
     "invalid",
+    "argument_error",
     "describe",
     "check_model",
     "check_sparsity",
@@ -17,6 +18,8 @@ __all__ = [
     "check_p",
     "check_weight",
     "check_int",
+    "check_bool",
+    "check_callable",
     "check_example_input",
     "check_same_shape",
     "check_loader",
@@ -33,12 +36,21 @@ def describe(value) -> str:
     return text if len(text) <= 80 else f"a {type(value).__name__}"
 
 
+def argument_error(exc: type[Exception], name: str, caller: str, says: str) -> Exception:
+    """``The 'name' parameter of caller <says>``: for what the "must be" form cannot say.
+
+    E.g. ``says="yielded no batches."`` or ``"names 'fc9', which is not a module ..."``;
+    ``says`` is inserted as it is, final full stop included.
+    """
+    return exc(f"The {name!r} parameter of {caller} {says}")
+
+
 def invalid(exc: type[Exception], name: str, caller: str, must: str, got: str) -> Exception:
     """The exception for a bad argument: ``The 'name' parameter of caller must be must. Got got instead.``
 
     ``got`` is inserted as it is: pass ``repr(value)`` or :func:`describe` ``(value)``.
     """
-    return exc(f"The {name!r} parameter of {caller} must be {must}. Got {got} instead.")
+    return argument_error(exc, name, caller, f"must be {must}. Got {got} instead.")
 
 
 def _fail(exc: type[Exception], name: str, caller: str, must: str, value) -> Exception:
@@ -96,6 +108,20 @@ def check_int(value, caller: str, name: str, *, minimum: int | None = None) -> i
     if minimum is not None and value < minimum:
         raise _fail(ValueError, name, caller, must, value)
     return int(value)
+
+
+def check_bool(value, caller: str, name: str) -> bool:
+    """``True`` or ``False`` (not 0/1, not None)."""
+    if not isinstance(value, bool):
+        raise _fail(TypeError, name, caller, "True or False", value)
+    return value
+
+
+def check_callable(value, caller: str, name: str, must: str = "callable"):
+    """A callable; ``must`` says which kind (``"a callable(model) -> float"``)."""
+    if not callable(value):
+        raise invalid(TypeError, name, caller, must, describe(value))
+    return value
 
 
 def _describe(t) -> str:

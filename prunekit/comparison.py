@@ -18,7 +18,16 @@ from tqdm import tqdm
 
 from . import training
 from ._modules import last_layer, model_device, resolve_modules
-from ._validation import check_choice, check_int, check_sparsity
+from ._validation import (
+    argument_error,
+    check_bool,
+    check_callable,
+    check_choice,
+    check_int,
+    check_loss_fn,
+    check_sparsity,
+    invalid,
+)
 from .comparison_result import Comparison
 from .gradients import collect_gradient_stats
 from .measure import count_macs, count_parameters, sparse_storage_bits
@@ -65,20 +74,18 @@ def _label(method: str, scope: str, options: dict) -> str:
 
 def _parse_methods(methods, probe: nn.Module, exclude, explicit: bool) -> list[_Spec]:
     if isinstance(methods, (str, Mapping)) or not isinstance(methods, Sequence):
-        raise TypeError(
-            f"The 'methods' parameter of {_CALLER} must be a list of method names or dicts "
-            f"such as {{'method': 'l1', 'scope': 'global'}}. Got {methods!r} instead.")
+        raise invalid(TypeError, "methods", _CALLER, "a list of method names or dicts such as "
+                      "{'method': 'l1', 'scope': 'global'}", repr(methods))
     if not methods:
-        raise ValueError(f"The 'methods' parameter of {_CALLER} must not be empty.")
+        raise argument_error(ValueError, "methods", _CALLER, "must not be empty.")
     specs = []
     for i, item in enumerate(methods):
         where = f"methods[{i}]"
         if isinstance(item, str):
             item = {"method": item}
         if not isinstance(item, Mapping) or "method" not in item:
-            raise TypeError(
-                f"The {where!r} parameter of {_CALLER} must be a method name or a dict with a "
-                f"'method' key. Got {item!r} instead.")
+            raise invalid(TypeError, where, _CALLER, "a method name or a dict with a 'method' key",
+                          repr(item))
         item = dict(item)
         name = check_choice(item.pop("method"), METHODS, _CALLER, f"{where}['method']")
         scope = check_choice(item.pop("scope", "layer"), SCOPES, _CALLER, f"{where}['scope']")
@@ -86,27 +93,25 @@ def _parse_methods(methods, probe: nn.Module, exclude, explicit: bool) -> list[_
         known = set(METHODS[name].options)
         unknown = sorted(set(item) - known)
         if unknown:
-            raise ValueError(
-                f"The {where!r} parameter of {_CALLER} has option(s) {unknown} that method "
-                f"{name!r} does not take; it takes {sorted(known) or 'none'}.")
+            raise argument_error(ValueError, where, _CALLER, f"has option(s) {unknown} that method "
+                                 f"{name!r} does not take; it takes {sorted(known) or 'none'}.")
         if label is None:
             label = _label(name, scope, item)
         elif not isinstance(label, str) or not label:
-            raise TypeError(f"The {where + '[label]'!r} parameter of {_CALLER} must be a "
-                            f"non-empty string. Got {label!r} instead.")
+            raise invalid(TypeError, where + "[label]", _CALLER, "a non-empty string", repr(label))
         if not prunable_layers(probe, name, exclude):
             if explicit:
-                raise ValueError(
-                    f"The {where!r} parameter of {_CALLER} asks for method {name!r}, which "
-                    f"finds no layer to prune in {type(probe).__name__} (excluded: "
+                raise argument_error(
+                    ValueError, where, _CALLER, f"asks for method {name!r}, which finds no layer "
+                    f"to prune in {type(probe).__name__} (excluded: "
                     f"{sorted(exclude) if exclude else 'none'}).")
             continue  # a default method that does not apply (e.g. "kernel" on an MLP)
         specs.append(_Spec(label, name, scope, item))
     labels = [s.label for s in specs]
     dupes = sorted({x for x in labels if labels.count(x) > 1})
     if dupes:
-        raise ValueError(f"The 'methods' parameter of {_CALLER} gives the same label to several "
-                         f"methods: {dupes}. Add a 'label' key to tell them apart.")
+        raise argument_error(ValueError, "methods", _CALLER, f"gives the same label to several "
+                             f"methods: {dupes}. Add a 'label' key to tell them apart.")
     return specs
 
 
@@ -115,15 +120,13 @@ def _check_values(values, name: str, check) -> list:
     if isinstance(values, torch.Tensor) or type(values).__module__ == "numpy":
         values = values.tolist()
     if isinstance(values, (str, bytes, Mapping)) or not isinstance(values, Iterable):
-        raise TypeError(f"The {name!r} parameter of {_CALLER} must be a non-empty list. "
-                        f"Got {values!r} instead.")
+        raise invalid(TypeError, name, _CALLER, "a non-empty list", repr(values))
     values = list(values)
     if not values:
-        raise ValueError(f"The {name!r} parameter of {_CALLER} must be a non-empty list. "
-                         f"Got [] instead.")
+        raise invalid(ValueError, name, _CALLER, "a non-empty list", "[]")
     out = [check(v, _CALLER, f"{name}[{i}]") for i, v in enumerate(values)]
     if len(set(out)) != len(out):
-        raise ValueError(f"The {name!r} parameter of {_CALLER} has repeated values: {values!r}.")
+        raise argument_error(ValueError, name, _CALLER, f"has repeated values: {values!r}.")
     return out
 
 
@@ -132,15 +135,14 @@ def _check_step(value, name: str, function: Callable):
     if callable(value):
         return value
     if not isinstance(value, Mapping):
-        raise TypeError(f"The {name!r} parameter of {_CALLER} must be a dict of options of "
-                        f"prunekit.training.{function.__name__} or a callable(model). "
-                        f"Got {value!r} instead.")
+        raise invalid(TypeError, name, _CALLER, f"a dict of options of prunekit.training."
+                      f"{function.__name__} or a callable(model)", repr(value))
     allowed = set(inspect.signature(function).parameters) - {"model", "loader", "kwargs"}
     allowed |= set(inspect.signature(training.train).parameters) - {"model", "loader"}
     unknown = sorted(set(value) - allowed)
     if unknown:
-        raise ValueError(f"The {name!r} parameter of {_CALLER} has option(s) {unknown} that "
-                         f"prunekit.training.{function.__name__} does not take.")
+        raise argument_error(ValueError, name, _CALLER, f"has option(s) {unknown} that "
+                             f"prunekit.training.{function.__name__} does not take.")
     return dict(value)
 
 
@@ -148,14 +150,14 @@ def _first_batch(loader, name: str) -> torch.Tensor:
     try:
         batch = next(iter(loader))
     except StopIteration:
-        raise ValueError(f"The {name!r} parameter of {_CALLER} yielded no batches.") from None
+        raise argument_error(ValueError, name, _CALLER, "yielded no batches.") from None
     except TypeError:
-        raise TypeError(f"The {name!r} parameter of {_CALLER} must be an iterable of "
-                        f"(inputs, targets) batches. Got {loader!r} instead.") from None
+        raise invalid(TypeError, name, _CALLER, "an iterable of (inputs, targets) batches",
+                      repr(loader)) from None
     x = batch[0] if isinstance(batch, (tuple, list)) else None
     if not isinstance(x, torch.Tensor):
-        raise TypeError(f"The {name!r} parameter of {_CALLER} must yield (inputs, targets) with "
-                        f"a tensor of inputs. Got a batch of type {type(batch).__name__} instead.")
+        raise argument_error(TypeError, name, _CALLER, "must yield (inputs, targets) with a tensor "
+                             f"of inputs. Got a batch of type {type(batch).__name__} instead.")
     return x
 
 
@@ -163,8 +165,8 @@ def _build(model_fn, seed: int) -> nn.Module:
     training.seed_everything(seed)
     model = model_fn()
     if not isinstance(model, nn.Module):  # the function's result, not an argument itself
-        raise TypeError(f"The 'model_fn' parameter of {_CALLER} must return a torch.nn.Module. "
-                        f"Got {type(model).__name__} instead.")
+        raise argument_error(TypeError, "model_fn", _CALLER, "must return a torch.nn.Module. "
+                             f"Got {type(model).__name__} instead.")
     return model
 
 
@@ -306,20 +308,16 @@ def compare(model_fn: Callable[[], nn.Module], train_loader, test_loader, *,
         >>> best["l1"]["sparsity"] >= best["random"]["sparsity"]
         True
     """
-    if not callable(model_fn):
-        raise TypeError(f"The 'model_fn' parameter of {_CALLER} must be a callable that returns "
-                        f"a new model. Got {model_fn!r} instead.")
+    check_callable(model_fn, _CALLER, "model_fn", "a callable that returns a new model")
     sparsities = _check_values(sparsities, "sparsities", check_sparsity)
     seeds = _check_values(seeds, "seeds", lambda v, c, n: check_int(v, c, n, minimum=0))
     train = _check_step({"epochs": 5} if train is None else train, "train", training.train)
     fine_tune = _check_step({"epochs": 1} if fine_tune is None else fine_tune, "fine_tune",
                             training.fine_tune)
-    if evaluate is not None and not callable(evaluate):
-        raise TypeError(f"The 'evaluate' parameter of {_CALLER} must be a callable(model) -> "
-                        f"float. Got {evaluate!r} instead.")
-    if loss_fn is not None and not callable(loss_fn):
-        raise TypeError(f"The 'loss_fn' parameter of {_CALLER} must be callable. "
-                        f"Got {loss_fn!r} instead.")
+    if evaluate is not None:
+        check_callable(evaluate, _CALLER, "evaluate", "a callable(model) -> float")
+    if loss_fn is not None:
+        check_loss_fn(loss_fn, _CALLER)
     if gradient_batches is not None:
         check_int(gradient_batches, _CALLER, "gradient_batches", minimum=1)
     latency_batch = check_int(latency_batch, _CALLER, "latency_batch", minimum=1)
@@ -327,9 +325,7 @@ def compare(model_fn: Callable[[], nn.Module], train_loader, test_loader, *,
     if threads is not None:
         check_int(threads, _CALLER, "threads", minimum=1)
     for name, flag in (("use_shrink", use_shrink), ("latency", latency), ("progress", progress)):
-        if not isinstance(flag, bool):
-            raise TypeError(f"The {name!r} parameter of {_CALLER} must be True or False. "
-                            f"Got {flag!r} instead.")
+        check_bool(flag, _CALLER, name)
     _first_batch(train_loader, "train_loader")
     x_test = _first_batch(test_loader, "test_loader")
     loss_fn = loss_fn or nn.CrossEntropyLoss()
@@ -345,8 +341,8 @@ def compare(model_fn: Callable[[], nn.Module], train_loader, test_loader, *,
                              f"{type(probe).__name__}: nothing to prune.")
         exclude = [last[0]]
     elif isinstance(exclude, str):
-        raise TypeError(f"The 'exclude' parameter of {_CALLER} must be 'classifier' or a list of "
-                        f"layer names or modules. Got {exclude!r} instead.")
+        raise invalid(TypeError, "exclude", _CALLER, "'classifier' or a list of layer names or "
+                      "modules", repr(exclude))
     else:  # names, as model_fn builds a new model (new module objects) for every seed
         exclude = [name for name, _ in resolve_modules(probe, exclude, _CALLER, "exclude")]
     specs = _parse_methods(DEFAULT_METHODS if methods is None else methods, probe, exclude,
@@ -366,7 +362,7 @@ def compare(model_fn: Callable[[], nn.Module], train_loader, test_loader, *,
     }
     rows, dense_rows = [], []
     bar = tqdm(total=len(seeds) * (1 + len(specs) * len(sparsities)), desc=_CALLER,
-               disable=not progress, file=sys.stdout, ncols=90, mininterval=2.0)
+               disable=not progress, file=sys.stdout, ncols=80, mininterval=2.0)
     try:
         for seed in seeds:
             bar.set_postfix_str(f"seed {seed}: dense", refresh=False)

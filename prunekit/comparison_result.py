@@ -8,7 +8,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from ._table import format_table
-from ._validation import check_choice
+from ._validation import argument_error, check_choice, invalid
 from .plotting import band, mean_std
 
 __all__ = ["Comparison", "METRICS", "STYLES"]
@@ -99,8 +99,8 @@ class Comparison:
         tolerance). Answers "how far can each method go for at most a 1-point loss?".
         """
         if isinstance(tolerance, bool) or not isinstance(tolerance, numbers.Real) or tolerance < 0:
-            raise ValueError(f"The 'tolerance' parameter of best_within must be a non-negative "
-                             f"number. Got {tolerance!r} instead.")
+            raise invalid(ValueError, "tolerance", "best_within", "a non-negative number",
+                          repr(tolerance))
         check_choice(x, METRICS, "best_within", "x")
         check_choice(on, ("accuracy", "val_accuracy"), "best_within", "on")
         dense = [d.get(on) for d in self.dense]
@@ -188,8 +188,8 @@ class Comparison:
         wanted = self.methods if methods is None else list(methods)
         unknown = [m for m in wanted if m not in self.methods]
         if unknown:
-            raise ValueError(f"The 'methods' parameter of plot names {unknown}, which are not in "
-                             f"this comparison ({self.methods}).")
+            raise argument_error(ValueError, "methods", "plot", f"names {unknown}, which are not "
+                                 f"in this comparison ({self.methods}).")
         by_method = defaultdict(list)
         for item in self.summary():
             if item[f"{x}_mean"] is not None and item[f"{y}_mean"] is not None:

@@ -10,7 +10,17 @@ from torch import nn
 from tqdm import tqdm
 
 from ._modules import WIDE, resolve_modules
-from ._validation import check_choice, check_int, check_loader, check_loss_fn, check_model, describe
+from ._validation import (
+    argument_error,
+    check_bool,
+    check_choice,
+    check_int,
+    check_loader,
+    check_loss_fn,
+    check_model,
+    describe,
+    invalid,
+)
 from .reparam import capture_effective, computed_on_access, effective_tensor, is_masked, pruned_tensor_names
 from .scores import GRADIENT_SCORES, STATISTIC_OF, statistic_scores
 from .targets import Layout, Target, targets
@@ -68,10 +78,8 @@ class GradientStats:
                  mode: str = "eval"):
         unknown = sorted(set(statistics) - set(GRADIENT_STATISTICS))
         if unknown:
-            raise ValueError(
-                f"The 'statistics' parameter of GradientStats must have keys among "
-                f"{GRADIENT_STATISTICS}. Got {unknown} instead."
-            )
+            raise argument_error(ValueError, "statistics", "GradientStats", "must have keys "
+                                 f"among {GRADIENT_STATISTICS}. Got {unknown} instead.")
         self._stats = {k: dict(statistics[k]) for k in GRADIENT_STATISTICS if k in statistics}
         self.weight = dict(weight)
         self.n_batches = int(n_batches)
@@ -176,14 +184,9 @@ def check_collect_options(max_batches, mode, device, progress, caller: str):
         try:
             device = torch.device(device)
         except (RuntimeError, TypeError, ValueError):
-            raise TypeError(
-                f"The 'device' parameter of {caller} must be None, a torch.device or a device "
-                f"string such as 'cuda'. Got {device!r} instead."
-            ) from None
-    if not isinstance(progress, bool):
-        raise TypeError(
-            f"The 'progress' parameter of {caller} must be a bool. Got {progress!r} instead."
-        )
+            raise invalid(TypeError, "device", caller, "None, a torch.device or a device string "
+                          "such as 'cuda'", repr(device)) from None
+    check_bool(progress, caller, "progress")
     return device
 
 
@@ -191,16 +194,12 @@ def _check_statistics(statistics, caller: str) -> tuple:
     if isinstance(statistics, str):
         statistics = (statistics,)
     if not isinstance(statistics, Iterable):
-        raise TypeError(
-            f"The 'statistics' parameter of {caller} must be a statistic name or an iterable "
-            f"of them, from {GRADIENT_STATISTICS}. Got {statistics!r} instead."
-        )
+        raise invalid(TypeError, "statistics", caller, "a statistic name or an iterable of them, "
+                      f"from {GRADIENT_STATISTICS}", repr(statistics))
     chosen = [check_choice(s, GRADIENT_STATISTICS, caller, "statistics") for s in statistics]
     if not chosen:
-        raise ValueError(
-            f"The 'statistics' parameter of {caller} must name at least one of "
-            f"{GRADIENT_STATISTICS}. Got {statistics!r} instead."
-        )
+        raise argument_error(ValueError, "statistics", caller, "must name at least one of "
+                             f"{GRADIENT_STATISTICS}. Got {statistics!r} instead.")
     return tuple(s for s in GRADIENT_STATISTICS if s in chosen)
 
 
@@ -208,11 +207,9 @@ def _resolve_layers(model: nn.Module, layers, caller: str) -> list[Target]:
     if layers is None:
         chosen = targets(model)
         if not chosen:
-            raise ValueError(
-                f"The 'model' parameter of {caller} must contain at least one nn.Linear or "
-                f"nn.Conv* layer (or name the layers with layers=...). Got a "
-                f"{type(model).__name__} without any instead."
-            )
+            raise argument_error(ValueError, "model", caller, "must contain at least one "
+                                 "nn.Linear or nn.Conv* layer (or name the layers with "
+                                 f"layers=...). Got a {type(model).__name__} without any instead.")
         return chosen
     by_name = {t.name: t for t in targets(model)}
     items = [layers] if isinstance(layers, (str, nn.Module)) else layers
@@ -224,10 +221,8 @@ def _resolve_layers(model: nn.Module, layers, caller: str) -> list[Target]:
         found = targets(model, [(name, module)])
         out += found or [Target(name, module, "weight", Layout(channels=False))]
     if not out:
-        raise ValueError(
-            f"The 'layers' parameter of {caller} must name at least one layer. "
-            f"Got {layers!r} instead."
-        )
+        raise argument_error(ValueError, "layers", caller, "must name at least one layer. "
+                             f"Got {layers!r} instead.")
     return out
 
 
@@ -316,14 +311,13 @@ def collect(model: nn.Module, layers: list[tuple[str, nn.Module]], loader, loss_
         if max_batches is not None:
             total = max_batches if total is None else min(total, max_batches)
         bar = tqdm(total=total, desc="gradient statistics", unit="batch", disable=not progress,
-                   file=sys.stdout, leave=True, dynamic_ncols=False, ncols=90)
+                   file=sys.stdout, leave=True, dynamic_ncols=False, ncols=80)
         with torch.enable_grad():
             for batch in loader:
                 if not isinstance(batch, (tuple, list)) or len(batch) != 2:
-                    raise TypeError(
-                        f"The 'loader' parameter of {caller} yielded a batch that is not an "
-                        f"(inputs, targets) pair: {_describe_batch(batch)}.{_BATCH_HINT}"
-                    )
+                    raise argument_error(
+                        TypeError, "loader", caller, "yielded a batch that is not an (inputs, "
+                        f"targets) pair: {_describe_batch(batch)}.{_BATCH_HINT}")
                 inputs, targets = _to_device(batch[0], device), _to_device(batch[1], device)
                 for lst in captured.values():
                     lst.clear()
@@ -381,19 +375,17 @@ def collect(model: nn.Module, layers: list[tuple[str, nn.Module]], loader, loss_
             m.__dict__[n] = value
 
     if n_batches == 0:
-        raise ValueError(
-            f"The 'loader' parameter of {caller} must yield at least one (inputs, targets) "
-            f"batch. Got {describe(loader)}, which yielded none, instead."
-        )
+        raise argument_error(ValueError, "loader", caller, "must yield at least one (inputs, "
+                             f"targets) batch. Got {describe(loader)}, which yielded none, "
+                             "instead.")
     mean_loss = float(loss_sum) / n_batches
     bad = [name for name in weights
            if not all(bool(torch.isfinite(acc[s][name]).all()) for s in statistics)]
     if bad or mean_loss != mean_loss or mean_loss in (float("inf"), float("-inf")):
-        raise ValueError(
-            f"The 'loss_fn' parameter of {caller} gave a non-finite loss or gradients (mean "
-            f"batch loss {mean_loss:g}; layers with NaN or infinite statistics: {bad}). "
-            "Check the data, the loss function and the model's weights."
-        )
+        raise argument_error(
+            ValueError, "loss_fn", caller, "gave a non-finite loss or gradients (mean batch "
+            f"loss {mean_loss:g}; layers with NaN or infinite statistics: {bad}). Check the "
+            "data, the loss function and the model's weights.")
     return GradientStats(acc, weights, n_batches, mean_loss, mode)
 
 
@@ -407,16 +399,13 @@ def _describe_batch(batch) -> str:
 
 def _check_loss(loss, caller: str) -> torch.Tensor:
     if not isinstance(loss, torch.Tensor) or not loss.is_floating_point() or loss.numel() != 1:
-        raise TypeError(
-            f"The 'loss_fn' parameter of {caller} must return a scalar floating-point loss "
-            f"tensor (use reduction='mean'). Got {describe(loss)} instead."
-        )
+        raise argument_error(TypeError, "loss_fn", caller, "must return a scalar floating-point "
+                             f"loss tensor (use reduction='mean'). Got {describe(loss)} instead.")
     if not loss.requires_grad:
-        raise ValueError(
-            f"The 'loss_fn' parameter of {caller} returned a loss that does not depend on the "
-            "model's weights (it has no gradient). Was it computed under torch.no_grad(), or "
-            "from detached outputs?"
-        )
+        raise argument_error(
+            ValueError, "loss_fn", caller, "returned a loss that does not depend on the model's "
+            "weights (it has no gradient). Was it computed under torch.no_grad(), or from "
+            "detached outputs?")
     return loss.reshape(())
 
 

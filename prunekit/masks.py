@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from . import scores as criteria
-from ._select import expand_channel_mask, expand_kernel_mask, keep_lowest_pruned, n_to_prune
+from ._select import Units, keep_lowest_pruned, n_to_prune
 from ._validation import check_choice, check_p, check_same_shape, check_sparsity, check_weight
 from .cluster import kmeans_mask
 
@@ -130,13 +130,8 @@ def channel_mask(weight: torch.Tensor, sparsity: float, *, p: int = 1) -> torch.
         >>> pk.channel_mask(w, 0.5).all(dim=1)
         tensor([ True, False])
     """
-    caller = "channel_mask"
-    check_weight(weight, caller, min_ndim=2)
-    sparsity = check_sparsity(sparsity, caller)
-    p = check_p(p, caller)
-    scores = criteria.channel_scores(weight, p)
-    keep = keep_lowest_pruned(scores, n_to_prune(sparsity, scores.numel()))
-    return expand_channel_mask(keep, weight.shape)
+    check_weight(weight, "channel_mask", min_ndim=2)
+    return _unit_mask(weight, sparsity, p, "channel_mask", "channel", criteria.channel_scores)
 
 
 def kernel_mask(weight: torch.Tensor, sparsity: float, *, p: int = 1) -> torch.Tensor:
@@ -161,10 +156,13 @@ def kernel_mask(weight: torch.Tensor, sparsity: float, *, p: int = 1) -> torch.T
         tensor([[False,  True],
                 [ True,  True]])
     """
-    caller = "kernel_mask"
-    check_weight(weight, caller, ndim=4)
+    check_weight(weight, "kernel_mask", ndim=4)
+    return _unit_mask(weight, sparsity, p, "kernel_mask", "kernel", criteria.kernel_scores)
+
+
+def _unit_mask(weight, sparsity, p, caller: str, granularity: str, score) -> torch.Tensor:
+    """Prune the ``round(sparsity * units)`` units (channels, kernels) of lowest Lp norm."""
     sparsity = check_sparsity(sparsity, caller)
-    p = check_p(p, caller)
-    scores = criteria.kernel_scores(weight, p)
+    scores = score(weight, check_p(p, caller))
     keep = keep_lowest_pruned(scores, n_to_prune(sparsity, scores.numel()))
-    return expand_kernel_mask(keep.view(scores.shape), weight.shape)
+    return Units.expand(keep.reshape(-1), weight.shape, granularity)

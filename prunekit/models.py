@@ -7,6 +7,8 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+from ._validation import invalid
+
 __all__ = ["MLP", "LeNet300100", "LeNet5", "VGG", "VGG_SMALL", "TinyResNet", "CharTransformer"]
 
 
@@ -65,7 +67,7 @@ class LeNet5(nn.Sequential):
                  batch_norm: bool = False):
         side = ((image_size - 4) // 2 - 4) // 2
         if side < 1:
-            raise ValueError(f"The 'image_size' parameter of LeNet5 must be at least 16. Got {image_size!r} instead.")
+            raise invalid(ValueError, "image_size", "LeNet5", "at least 16", repr(image_size))
         layers = OrderedDict()
         layers["conv1"] = nn.Conv2d(in_channels, 20, 5)
         if batch_norm:

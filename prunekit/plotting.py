@@ -9,6 +9,7 @@ from collections import defaultdict
 import torch
 from torch import nn
 
+from ._validation import invalid
 from .reparam import effective_tensor
 from .targets import targets
 
@@ -121,7 +122,7 @@ def plot_curves(records, x: str, y: str, by: str = "method", *, ax=None, xlabel=
     return ax
 
 
-def _weights(obj) -> torch.Tensor:
+def _weights(obj, label) -> torch.Tensor:
     if isinstance(obj, torch.Tensor):
         return obj.detach().reshape(-1)
     if isinstance(obj, nn.Module):
@@ -129,7 +130,8 @@ def _weights(obj) -> torch.Tensor:
         if not parts:
             raise ValueError(f"{type(obj).__name__} has no Linear/Conv weights to plot.")
         return torch.cat(parts)
-    raise TypeError(f"expected a tensor or an nn.Module, got {type(obj).__name__}")
+    raise invalid(TypeError, f"items[{label!r}]", "plot_weight_histograms",
+                  "a torch.Tensor or a torch.nn.Module", type(obj).__name__)
 
 
 def plot_weight_histograms(items: dict, *, bins: int = 121, range_=None, ax=None, logy: bool = True,
@@ -148,7 +150,7 @@ def plot_weight_histograms(items: dict, *, bins: int = 121, range_=None, ax=None
         The axes.
     """
     ax = _axes(ax)
-    data = {k: _weights(v).float().cpu() for k, v in items.items()}
+    data = {k: _weights(v, k).float().cpu() for k, v in items.items()}
     if range_ is None:
         hi = max(float(torch.quantile(d.abs()[:1_000_000], 0.999)) for d in data.values())
         range_ = (-hi, hi)

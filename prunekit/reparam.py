@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from ._validation import check_model
+from ._validation import check_model, invalid
 
 __all__ = [
     "base_class",
@@ -311,10 +311,8 @@ def load_state_dict(model: nn.Module, state_dict: Mapping, strict: bool = True):
     """
     check_model(model, "load_state_dict")
     if not isinstance(state_dict, Mapping):
-        raise TypeError(
-            "The 'state_dict' parameter of load_state_dict must be a mapping from "
-            f"names to tensors. Got {type(state_dict).__name__} instead."
-        )
+        raise invalid(TypeError, "state_dict", "load_state_dict",
+                      "a mapping from names to tensors", type(state_dict).__name__)
     named = dict(model.named_modules())
     added = []
     # nn.Module.load_state_dict copies every matching tensor before it raises, so keep a

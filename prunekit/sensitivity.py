@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from ._validation import check_model, check_sparsity
+from ._validation import argument_error, check_callable, check_model, check_sparsity, invalid
 from .methods import get_method
 from .pruning import prunable_layers, prune
 from .reparam import copy_model
@@ -60,8 +60,8 @@ class SensitivityScan:
         """
         if isinstance(tolerance, bool) or not isinstance(tolerance, numbers.Real) or not (
                 math.isfinite(tolerance) and tolerance >= 0):
-            raise ValueError(f"The 'tolerance' parameter of SensitivityScan.plan must be a finite "
-                             f"number >= 0. Got {tolerance!r} instead.")
+            raise invalid(ValueError, "tolerance", "SensitivityScan.plan", "a finite number >= 0",
+                          repr(tolerance))
         allowed = tolerance * abs(self.dense) if relative else tolerance
         plan = {}
         for layer, curve in self.results.items():
@@ -144,15 +144,13 @@ def sensitivity_scan(model: nn.Module, evaluate_fn: Callable, sparsities: Iterab
     """
     caller = "sensitivity_scan"
     check_model(model, caller)
-    if not callable(evaluate_fn):
-        raise TypeError(f"The 'evaluate_fn' parameter of {caller} must be callable "
-                        f"(model -> float). Got {type(evaluate_fn).__name__} instead.")
+    check_callable(evaluate_fn, caller, "evaluate_fn", "callable (model -> float)")
     if isinstance(sparsities, (str, bytes)) or not isinstance(sparsities, Iterable):
-        raise TypeError(f"The 'sparsities' parameter of {caller} must be an iterable of numbers "
-                        f"in [0, 1]. Got {sparsities!r} instead.")
+        raise invalid(TypeError, "sparsities", caller, "an iterable of numbers in [0, 1]",
+                      repr(sparsities))
     grid = sorted({check_sparsity(s, caller, "sparsities") for s in sparsities})
     if not grid:
-        raise ValueError(f"The 'sparsities' parameter of {caller} must not be empty.")
+        raise argument_error(ValueError, "sparsities", caller, "must not be empty.")
     get_method(method, caller).check_options(method_options, caller)
     available = [name for name, _ in prunable_layers(model, method, exclude)]
     if layers is None:
@@ -163,8 +161,9 @@ def sensitivity_scan(model: nn.Module, evaluate_fn: Callable, sparsities: Iterab
         names = list(layers)
         unknown = [n for n in names if n not in available]
         if unknown:
-            raise ValueError(f"The 'layers' parameter of {caller} names {unknown}, which "
-                             f"method={method!r} cannot prune here. Prunable layers: {available}.")
+            raise argument_error(ValueError, "layers", caller, f"names {unknown}, which "
+                                 f"method={method!r} cannot prune here. Prunable layers: "
+                                 f"{available}.")
     if not names:
         raise ValueError(f"{caller} found no layers to scan with method={method!r}.")
 
@@ -173,8 +172,8 @@ def sensitivity_scan(model: nn.Module, evaluate_fn: Callable, sparsities: Iterab
         try:
             return float(value)
         except (TypeError, ValueError):
-            raise TypeError(f"The 'evaluate_fn' parameter of {caller} must return a number. "
-                            f"Got {type(value).__name__} instead.") from None
+            raise argument_error(TypeError, "evaluate_fn", caller, "must return a number. "
+                                 f"Got {type(value).__name__} instead.") from None
 
     dense = score(copy_model(model))
     results = {}

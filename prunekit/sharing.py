@@ -7,7 +7,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ._modules import module_ids
-from ._validation import check_choice, check_int, check_model, check_weight
+from ._validation import check_choice, check_int, check_model, check_weight, invalid
 from .cluster.solver import Sorted as _Sorted
 from .cluster.solver import cluster_values as _cluster_values
 from .cluster.solver import nearest as _labels
@@ -157,15 +157,12 @@ def share_weights(model: nn.Module, *, bits: int | None = None, n_clusters: int 
     caller = "share_weights"
     check_model(model, caller)
     if (bits is None) == (n_clusters is None):
-        raise TypeError(
-            f"{caller} needs exactly one of 'bits' and 'n_clusters'. "
-            f"Got bits={bits!r}, n_clusters={n_clusters!r} instead."
-        )
+        raise invalid(TypeError, "bits", caller, "given when 'n_clusters' is not (exactly one of "
+                      "'bits' and 'n_clusters')", f"bits={bits!r}, n_clusters={n_clusters!r}")
     if bits is not None:
         b = check_int(bits, caller, "bits", minimum=1)
         if b > 16:
-            raise ValueError(f"The 'bits' parameter of {caller} must be an integer in the range [1, 16]. "
-                             f"Got {bits!r} instead.")
+            raise invalid(ValueError, "bits", caller, "an integer in the range [1, 16]", repr(bits))
         k = 1 << b
     else:
         k = check_int(n_clusters, caller, "n_clusters", minimum=1)

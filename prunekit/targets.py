@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ._validation import invalid
+
 __all__ = [
     "Layout",
     "Target",
@@ -147,11 +149,11 @@ def register_layout(module_type: type, layout) -> None:
             whose layout depends on the instance.
     """
     if not (isinstance(module_type, type) and issubclass(module_type, nn.Module)):
-        raise TypeError(f"The 'module_type' parameter of register_layout must be a subclass of "
-                        f"torch.nn.Module. Got {module_type!r} instead.")
+        raise invalid(TypeError, "module_type", "register_layout",
+                      "a subclass of torch.nn.Module", repr(module_type))
     if not (isinstance(layout, Layout) or callable(layout)):
-        raise TypeError(f"The 'layout' parameter of register_layout must be a Layout or a "
-                        f"callable(module). Got {layout!r} instead.")
+        raise invalid(TypeError, "layout", "register_layout", "a Layout or a callable(module)",
+                      repr(layout))
     _LAYOUTS[module_type] = layout
 
 

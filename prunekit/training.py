@@ -11,7 +11,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ._modules import eval_mode, model_device
-from ._validation import check_choice, check_int
+from ._validation import argument_error, check_choice, check_int
 from .reparam import pruned_tensor_names
 from .targets import targets
 
@@ -64,7 +64,7 @@ def evaluate(model: nn.Module, loader, *, device=None) -> float:
             correct += int((model(x).argmax(dim=1) == y).sum())
             total += len(y)
     if total == 0:
-        raise ValueError("The 'loader' parameter of evaluate yielded no samples.")
+        raise argument_error(ValueError, "loader", "evaluate", "yielded no samples.")
     return correct / total
 
 
@@ -110,7 +110,7 @@ def train(model: nn.Module, loader, *, epochs: int = 1, lr: float = 0.05,
     history = []
     # mininterval: each redraw becomes a line in a rendered notebook, so redraw sparingly
     bar = tqdm(total=epochs * len(loader), desc=desc, disable=not progress, file=sys.stdout,
-               leave=True, dynamic_ncols=False, ncols=90, mininterval=2.0)
+               leave=True, dynamic_ncols=False, ncols=80, mininterval=2.0)
     model.train()
     try:
         for epoch in range(1, epochs + 1):
@@ -147,8 +147,8 @@ def fine_tune(model: nn.Module, loader, *, epochs: int = 1, lr: float = 0.01, **
     """
     masked = [(m, n) for m in model.modules() for n in pruned_tensor_names(m)]
     if not masked:
-        raise ValueError(
-            "fine_tune expects a model pruned with prunekit (masks attached); this model has "
-            "none, so nothing would keep pruned weights at zero. Use train() for dense models."
-        )
+        raise argument_error(
+            ValueError, "model", "fine_tune", "must be a model pruned with prunekit (masks "
+            "attached); this one has none, so nothing would keep pruned weights at zero. Use "
+            "train() for dense models.")
     return train(model, loader, epochs=epochs, lr=lr, desc=kwargs.pop("desc", "fine-tune"), **kwargs)

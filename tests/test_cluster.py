@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import prunekit as pk
+from prunekit import _arrays
 from prunekit._validation import check_weight
 from prunekit.cluster import _ops, solver
 from prunekit.cluster._ops import NUMPY, NumpyOps, TorchOps
@@ -467,7 +468,7 @@ def test_table_labels_equal_a_binary_search(dtype):
     near = np.concatenate([mids, np.nextafter(mids, dtype(np.inf)), np.nextafter(mids, dtype(-np.inf))])
     x = np.concatenate([g.standard_normal(200_000).astype(dtype), special, near]).astype(dtype)
     g.shuffle(x)
-    assert x.size >= _ops._LUT_MIN
+    assert x.size >= _arrays._LUT_MIN
     got = NumpyOps.labels(x, mids)
     assert got.dtype == np.int64
     assert np.array_equal(got, np.searchsorted(mids, x, side="left"))

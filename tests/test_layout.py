@@ -66,6 +66,50 @@ def test_no_function_level_imports_of_prunekit_modules():
     assert not {k: v for k, v in late.items() if v}
 
 
+#: Files whose argument messages are not yet in _validation.py: being converted by the
+#: lead; remove when done.
+HAND_FORMATTED_ALLOWED = {
+    "prunekit.pruning", "prunekit.oneshot", "prunekit.data", "prunekit.measure.storage",
+    *(module_name(p) for p in (ROOT / "methods").glob("*.py")),
+}
+
+
+def hand_formatted_argument_messages(path: pathlib.Path) -> list[int]:
+    """Lines of string literals (f-strings too, docstrings not) that spell "parameter of"."""
+    tree = ast.parse(path.read_text())
+    docstrings = {id(node.value) for node in ast.walk(tree)
+                  if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)}
+    lines = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.JoinedStr):
+            text = "".join(v.value for v in node.values
+                           if isinstance(v, ast.Constant) and isinstance(v.value, str))
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            text = node.value
+        else:
+            continue
+        if "parameter of" in text:
+            lines.append(node.lineno)
+    return sorted(set(lines))
+
+
+def test_argument_messages_are_formatted_in_validation_only():
+    # "The 'x' parameter of f must be ... Got ... instead." has one home, so every message
+    # keeps that form: _validation.invalid / argument_error / check_*
+    found = {module_name(p): lines for p in MODULES
+             if p.name != "_validation.py" and module_name(p) not in HAND_FORMATTED_ALLOWED
+             and (lines := hand_formatted_argument_messages(p))}
+    assert not found, f"use prunekit._validation's helpers instead (module: lines): {found}"
+
+
+def test_the_message_check_sees_a_hand_formatted_message(tmp_path):
+    sample = tmp_path / "sample.py"
+    sample.write_text('def f(x):\n    """No \'parameter of\' here."""\n'
+                      '    raise ValueError(f"The \'x\' parameter of "\n'
+                      '                     f"f must be > 0. Got {x!r} instead.")\n')
+    assert hand_formatted_argument_messages(sample) == [3]
+
+
 def test_no_import_cycles():
     names = {module_name(p) for p in MODULES}
     graph = {}

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from .._select import n_to_prune
-from .._validation import check_int, check_sparsity, check_weight
+from .._validation import check_bool, check_int, check_sparsity, check_weight
 from .solver import Sorted, fit, work_values
 
 __all__ = ["KMeansPruneInfo", "kmeans_mask", "prune_clusters", "cluster_info"]
@@ -193,10 +193,7 @@ def kmeans_mask(weight: torch.Tensor, sparsity: float, *, n_clusters: int = 8,
         check_weight(weight, caller)  # raises, counting the NaN and infinite entries
     sparsity = check_sparsity(sparsity, caller)
     k = check_int(n_clusters, caller, "n_clusters", minimum=1)
-    if not isinstance(return_info, bool):
-        raise TypeError(
-            f"The 'return_info' parameter of {caller} must be a bool. Got {return_info!r} instead."
-        )
+    check_bool(return_info, caller, "return_info")
     n = weight.numel()
     target = n_to_prune(sparsity, n)
     keep, centers, sizes, pruned = prune_clusters(weight, k, target, caller, "'weight'", srt)

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from .._validation import check_int, check_weight
+from .._validation import check_int, check_weight, invalid
 from ._ops import TorchOps, ops_for
 
 __all__ = ["kmeans_1d", "Sorted", "work_values", "cluster_values", "fit", "nearest", "dp_cuts"]
@@ -399,10 +399,8 @@ def cluster_values(flat: torch.Tensor, k: int, caller: str, what: str, srt: Sort
         raise ValueError(f"{caller} can only cluster finite values; {what} has NaN or infinite ones.")
     d = srt.n_distinct()
     if k > d:
-        raise ValueError(
-            f"The 'n_clusters' parameter of {caller} must be <= the number of distinct values "
-            f"in {what} ({d}). Got {k} instead."
-        )
+        raise invalid(ValueError, "n_clusters", caller,
+                      f"<= the number of distinct values in {what} ({d})", repr(k))
     if k == 1:
         return srt.centers(srt.means(srt.ops.ints([0, srt.n]))), srt
     return srt.centers(srt.solve(k, d)), srt

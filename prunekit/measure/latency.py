@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .._modules import eval_mode
-from .._validation import check_example_input, check_int, check_model
+from .._validation import argument_error, check_example_input, check_int, check_model, invalid
 from .counts import count_macs, count_parameters, model_size_bytes
 
 __all__ = ["measure_latency", "time_calls", "Latency", "compare_models", "ModelComparison"]
@@ -252,15 +252,14 @@ def compare_models(before: nn.Module, after: nn.Module, example_inputs, *, warmu
     if isinstance(example_inputs, Mapping):
         batches = dict(example_inputs)
         if not batches:
-            raise ValueError(f"The 'example_inputs' parameter of {caller} must not be empty.")
+            raise argument_error(ValueError, "example_inputs", caller, "must not be empty.")
         for key, value in batches.items():
             check_example_input(value, caller, f"example_inputs[{key!r}]")
     else:
         x = check_example_input(example_inputs, caller, "example_inputs")[0]
         batches = {int(x.shape[0]) if x.dim() else 1: example_inputs}
     if not (isinstance(names, tuple) and len(names) == 2 and all(isinstance(n, str) for n in names)):
-        raise TypeError(f"The 'names' parameter of {caller} must be a tuple of two strings. "
-                        f"Got {names!r} instead.")
+        raise invalid(TypeError, "names", caller, "a tuple of two strings", repr(names))
     smallest = min(batches)
     x_small = batches[smallest]
     per = check_example_input(x_small, caller)[0].shape[0] if check_example_input(x_small, caller)[0].dim() else 1

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from .._table import format_table
-from .._validation import check_model
+from .._validation import check_model, invalid
 from ..reparam import base_class, effective_tensor, is_masked, pruned_tensor_names
 from ..targets import Layout, Target, target_name, targets
 
@@ -33,18 +33,14 @@ def sparsity(model_or_tensor) -> float:
     if isinstance(model_or_tensor, torch.Tensor):
         t = model_or_tensor
         if t.numel() == 0:
-            raise ValueError(
-                "The 'model_or_tensor' parameter of sparsity must be a non-empty tensor or "
-                f"a model. Got a tensor of shape {tuple(t.shape)} instead."
-            )
+            raise invalid(ValueError, "model_or_tensor", "sparsity",
+                          "a non-empty tensor or a model", f"a tensor of shape {tuple(t.shape)}")
         return 1.0 - int(torch.count_nonzero(t)) / t.numel()
     if isinstance(model_or_tensor, nn.Module):
         report = sparsity_report(model_or_tensor)
         return report.total.sparsity
-    raise TypeError(
-        "The 'model_or_tensor' parameter of sparsity must be a torch.Tensor or a "
-        f"torch.nn.Module. Got {type(model_or_tensor).__name__} instead."
-    )
+    raise invalid(TypeError, "model_or_tensor", "sparsity", "a torch.Tensor or a torch.nn.Module",
+                  type(model_or_tensor).__name__)
 
 
 @dataclass(frozen=True)

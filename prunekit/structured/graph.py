@@ -10,6 +10,7 @@ import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
+from .._validation import invalid
 from ..reparam import effective_tensor
 
 __all__ = [
@@ -351,8 +352,7 @@ def register_channel_op(target, handler) -> None:
             exactly.
     """
     if not callable(handler):
-        raise TypeError(f"The 'handler' parameter of register_channel_op must be callable. "
-                        f"Got {handler!r} instead.")
+        raise invalid(TypeError, "handler", "register_channel_op", "callable", repr(handler))
     if isinstance(target, type) and issubclass(target, nn.Module):
         MODULE_HANDLERS[target] = handler
     elif isinstance(target, str):
@@ -360,8 +360,8 @@ def register_channel_op(target, handler) -> None:
     elif callable(target):
         FUNCTION_HANDLERS[target] = handler
     else:
-        raise TypeError(f"The 'target' parameter of register_channel_op must be a module type, "
-                        f"a function or a method name. Got {target!r} instead.")
+        raise invalid(TypeError, "target", "register_channel_op",
+                      "a module type, a function or a method name", repr(target))
 
 
 def _module_handler(module):

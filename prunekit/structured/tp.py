@@ -10,7 +10,7 @@ from torch import nn
 
 from .. import scores as criteria
 from .._modules import eval_mode
-from .._validation import check_choice, check_example_input, check_model, check_sparsity
+from .._validation import argument_error, check_choice, check_example_input, check_model, check_sparsity, invalid
 from ..reparam import copy_model, strip_masks
 from .rebuild import UnsupportedGraphError
 
@@ -148,11 +148,11 @@ def _resolve_layers(model, work, layers, caller, name):
         elif isinstance(item, nn.Module) and id(item) in name_of:
             key = name_of[id(item)]
         else:
-            raise ValueError(f"The {name!r} parameter of {caller} must contain modules of the "
-                             f"model or their names. Got {item!r} instead.")
+            raise argument_error(ValueError, name, caller, "must contain modules of the model "
+                                 f"or their names. Got {item!r} instead.")
         if key not in by_name:
-            raise ValueError(f"The {name!r} parameter of {caller} names {key!r}, which is not a "
-                             "module of the model.")
+            raise argument_error(ValueError, name, caller, f"names {key!r}, which is not a "
+                                 "module of the model.")
         out.append(by_name[key])
     return out
 
@@ -219,8 +219,8 @@ def tp_prune(model: nn.Module, example_input, sparsity, *, importance="l1",
     elif callable(importance):
         imp = importance
     else:
-        raise TypeError(f"The 'importance' parameter of {caller} must be one of "
-                        f"{TP_IMPORTANCES} or a Torch-Pruning importance. Got {importance!r} instead.")
+        raise invalid(TypeError, "importance", caller,
+                      f"one of {TP_IMPORTANCES} or a Torch-Pruning importance", repr(importance))
     tp = _import_tp(caller)
     _refuse_unsupported(model, caller)
 
