@@ -134,8 +134,7 @@ class Comparison:
         check_choice(x, METRICS, "at", "x")
         check_choice(y, METRICS, "at", "y")
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
-            raise ValueError(f"The 'value' parameter of at must be a positive number. "
-                             f"Got {value!r} instead.")
+            raise invalid(ValueError, "value", "at", "a positive number", repr(value))
         out = {}
         for method in self.methods:
             pts = sorted((it[f"{x}_mean"], it[f"{y}_mean"]) for it in self.summary()

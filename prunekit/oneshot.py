@@ -7,7 +7,7 @@ import numbers
 
 import torch
 
-from ._validation import check_int, check_sparsity, check_weight, describe, invalid
+from ._validation import argument_error, check_int, check_sparsity, check_weight, describe, invalid
 
 __all__ = [
     "nm_mask",
@@ -54,7 +54,7 @@ def _check_nm(n, m, caller: str) -> tuple[int, int]:
 
 def _check_divides(m: int, size: int, caller: str) -> None:
     if size % m:
-        raise ValueError(f"The 'm' parameter of {caller} must divide the input dimension (in={size}). "
+        raise argument_error(ValueError, "m", caller, f"must divide the input dimension (in={size}). "
                          f"Got {m} instead.")
 
 
@@ -427,7 +427,7 @@ def _inverse_factor(h: torch.Tensor, percdamp: float, caller: str) -> torch.Tens
     if int(info) == 0:
         factor, info = torch.linalg.cholesky_ex(torch.cholesky_inverse(factor), upper=True)
     if int(info) != 0:
-        raise ValueError(f"The 'hessian' parameter of {caller} must be positive definite after dampening "
+        raise argument_error(ValueError, "hessian", caller, f"must be positive definite after dampening "
                          f"(percdamp={percdamp}); its Cholesky factorisation failed. Use more calibration "
                          "rows or a larger percdamp.")
     return factor

@@ -10,7 +10,7 @@ import torch.nn.utils.parametrize
 from torch import nn
 
 from ._modules import module_ids
-from ._validation import check_choice, check_model, check_pattern, check_sparsity, check_weight, invalid
+from ._validation import argument_error, check_choice, check_model, check_pattern, check_sparsity, check_weight, invalid
 from .calibration import calibration_support, check_calibration, prune_calibrated
 from .methods import get_method, plan_masks
 from .reparam import attach_mask, effective_tensor
@@ -55,17 +55,16 @@ def select_targets(model: nn.Module, method, exclude, include, caller: str) -> l
         if isinstance(item, nn.Module):
             item = dict((id(v), k) for k, v in model.named_modules()).get(id(item))
             if item is None:
-                raise ValueError(f"The 'include' parameter of {caller} contains a module that is "
+                raise argument_error(ValueError, "include", caller, "contains a module that is "
                                  "not part of the model.")
         t = named_target(model, item) if isinstance(item, str) else None
         if t is None:
-            raise ValueError(
-                f"The 'include' parameter of {caller} names {item!r}, which is neither a module "
-                "with a 'weight' nor a parameter of the model (names as in model.named_modules() "
+            raise argument_error(ValueError, "include", caller, f"names {item!r}, which is neither a module "
+                "with a 'weight' nor one of the model's parameters (names as in model.named_modules() "
                 "or model.named_parameters())."
             )
         if not method.applies_to_target(t):
-            raise ValueError(f"The 'include' parameter of {caller} names {t.name!r}, which "
+            raise argument_error(ValueError, "include", caller, f"names {t.name!r}, which "
                              f"method={method.name!r} cannot prune.")
         if all(_param(c) is not _param(t) for c in chosen):
             chosen.append(t)
@@ -207,14 +206,12 @@ def prune(model: nn.Module, sparsity=None, *, method: str = "l1", scope: str = "
                           repr(scope))
     if max_layer_sparsity is not None:
         if scope != "global":
-            raise ValueError(
-                "The 'max_layer_sparsity' parameter of prune applies only to scope='global' "
+            raise argument_error(ValueError, "max_layer_sparsity", 'prune', "applies only to scope='global' "
                 f"(with scope='layer' every layer gets exactly its sparsity). Got scope={scope!r}."
             )
         max_layer_sparsity = check_sparsity(max_layer_sparsity, caller, "max_layer_sparsity")
         if not m.exact:
-            raise ValueError(
-                f"The 'max_layer_sparsity' parameter of prune needs a method that prunes exact "
+            raise argument_error(ValueError, "max_layer_sparsity", 'prune', f"needs a method that prunes exact "
                 f"counts; method={method!r} does not."
             )
     layers = select_targets(model, m, exclude, include, caller)
@@ -225,16 +222,14 @@ def prune(model: nn.Module, sparsity=None, *, method: str = "l1", scope: str = "
         )
     if isinstance(sparsity, Mapping):
         if scope != "layer":
-            raise ValueError(
-                "The 'sparsity' parameter of prune can be a per-layer mapping only with "
+            raise argument_error(ValueError, "sparsity", 'prune', "can be a per-layer mapping only with "
                 f"scope='layer'. Got scope={scope!r} instead."
             )
         names = {t.name for t in layers}
         plan = {}
         for key, value in sparsity.items():
             if key not in names:
-                raise ValueError(
-                    f"The 'sparsity' parameter of prune names layer {key!r}, which is not a "
+                raise argument_error(ValueError, "sparsity", 'prune', f"names layer {key!r}, which is not a "
                     f"layer method={method!r} prunes here. Prunable layers: {sorted(names)}."
                 )
             plan[key] = check_sparsity(value, caller, f"sparsity[{key!r}]")

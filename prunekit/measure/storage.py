@@ -10,7 +10,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from .._table import format_table
-from .._validation import check_choice, check_int, check_model
+from .._validation import argument_error, check_choice, check_int, check_model
 from ..reparam import effective_tensor
 from ..sharing import shared_weights_of
 from ..targets import targets, weight_layers
@@ -80,15 +80,15 @@ def sparse_storage_bits(weight_or_model, granularity: str = "fine", *, value_bit
     if isinstance(weight_or_model, nn.Module):
         weights = [effective_tensor(t.module, t.tensor) for t in targets(weight_or_model)]
         if not weights:
-            raise ValueError(f"The 'weight_or_model' parameter of {caller} has no nn.Linear "
+            raise argument_error(ValueError, "weight_or_model", caller, "has no nn.Linear "
                              "or nn.Conv* layers.")
     elif isinstance(weight_or_model, torch.Tensor):
         if weight_or_model.numel() == 0:
-            raise ValueError(f"The 'weight_or_model' parameter of {caller} must be a non-empty "
+            raise argument_error(ValueError, "weight_or_model", caller, f"must be a non-empty "
                              f"tensor. Got shape {tuple(weight_or_model.shape)} instead.")
         weights = [weight_or_model]
     else:
-        raise TypeError(f"The 'weight_or_model' parameter of {caller} must be a torch.Tensor or "
+        raise argument_error(TypeError, "weight_or_model", caller, f"must be a torch.Tensor or "
                         f"a torch.nn.Module. Got {type(weight_or_model).__name__} instead.")
     return sum(_storage_bits(w.detach(), granularity, value_bits, index_bits) for w in weights)
 

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from .._validation import check_loader, check_loss_fn, describe
+from .._validation import argument_error, check_loader, check_loss_fn, describe
 from ..gradients import GradientStats, check_collect_options, collect
 from ..reparam import current_keep, effective_tensor
 from ..scores import GRADIENT_SCORES, STATISTIC_OF, statistic_scores
@@ -63,15 +63,13 @@ class GradientMethod(Method):
                 )
             if isinstance(stats, GradientStats):
                 if self.statistic not in stats.statistics:
-                    raise ValueError(
-                        f"The 'stats' parameter of {caller} must hold the {self.statistic!r} "
+                    raise argument_error(ValueError, "stats", caller, f"must hold the {self.statistic!r} "
                         f"statistic, which method={self.name!r} ranks by. Got GradientStats "
                         f"with {stats.statistics} instead; collect it with "
                         f"statistics=(..., {self.statistic!r})."
                     )
             elif not isinstance(stats, Mapping):
-                raise TypeError(
-                    f"The 'stats' parameter of {caller} must be a prunekit.GradientStats or a "
+                raise argument_error(TypeError, "stats", caller, f"must be a prunekit.GradientStats or a "
                     f"mapping {{layer_name: tensor}}. Got {describe(stats)} instead."
                 )
             return options
@@ -109,8 +107,7 @@ class GradientMethod(Method):
             weight = effective_tensor(module, t.tensor)
             if name not in table:
                 have = sorted(table) if len(table) <= 20 else f"{len(table)} layers"
-                raise ValueError(
-                    f"The 'stats' parameter of {caller} has no entry for layer {name!r}, which "
+                raise argument_error(ValueError, "stats", caller, f"has no entry for layer {name!r}, which "
                     f"method={self.name!r} prunes (it has {have}). Pass statistics for every "
                     "pruned layer, e.g. prunekit.collect_gradient_stats(model, loader, "
                     "loss_fn) on this model, or exclude the layer."
@@ -121,24 +118,20 @@ class GradientMethod(Method):
             else:
                 what = f"stats[{name!r}]"
             if not isinstance(t, torch.Tensor) or not t.is_floating_point():
-                raise TypeError(
-                    f"The 'stats' parameter of {caller} must hold floating-point tensors. "
+                raise argument_error(TypeError, "stats", caller, f"must hold floating-point tensors. "
                     f"Got {describe(t)} for layer {name!r} ({what}) instead."
                 )
             if t.shape != weight.shape:
-                raise ValueError(
-                    f"The 'stats' parameter of {caller} has a tensor of shape {tuple(t.shape)} "
+                raise argument_error(ValueError, "stats", caller, f"has a tensor of shape {tuple(t.shape)} "
                     f"for layer {name!r} ({what}), whose weight has shape {tuple(weight.shape)}."
                 )
             finite = torch.isfinite(t)
             if not bool(finite.all()):
-                raise ValueError(
-                    f"The 'stats' parameter of {caller} must contain only finite values. Got "
+                raise argument_error(ValueError, "stats", caller, f"must contain only finite values. Got "
                     f"{int((~finite).sum())} NaN or infinite entries for layer {name!r} ({what})."
                 )
             if self.name == "fisher" and bool((t < 0).any()):
-                raise ValueError(
-                    f"The 'stats' parameter of {caller} must hold sums of squared gradients "
+                raise argument_error(ValueError, "stats", caller, f"must hold sums of squared gradients "
                     f"(non-negative) for method='fisher'. Got negative entries for layer "
                     f"{name!r} ({what}); pass GradientStats or {{layer: stats.sq_grad[layer]}}."
                 )

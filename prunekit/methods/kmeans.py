@@ -8,7 +8,7 @@ from collections.abc import MutableMapping
 import torch
 
 from .._select import n_to_prune
-from .._validation import check_int
+from .._validation import argument_error, check_int
 from ..cluster import prune_clusters
 from ..cluster.pruning import cluster_info
 from .base import Method
@@ -67,8 +67,7 @@ class KMeansMethod(Method):
         check_int(options["n_clusters"], caller, "n_clusters", minimum=1)
         info = options["info"]
         if info is not None and not isinstance(info, MutableMapping):
-            raise TypeError(
-                f"The 'info' parameter of {caller} must be None or a dict to fill with "
+            raise argument_error(TypeError, "info", caller, f"must be None or a dict to fill with "
                 f"KMeansPruneInfo per layer. Got {info!r} instead."
             )
         return {**options, "_infos": {}}
