@@ -258,7 +258,7 @@ def wanda_mask(weight: torch.Tensor, input_norms: torch.Tensor, sparsity: float 
 
     Args:
         weight: floating-point ``(out, in)`` or conv weight, finite. Not modified.
-        input_norms: ``||X_j||_2`` per input column, see :func:`wanda_scores`.
+        input_norms: ``||X_j||_2`` per input column, see ``wanda_scores``.
         sparsity: fraction of every row to prune (exactly ``round(sparsity * in)`` per row).
         n, m: keep ``n`` of every ``m`` instead (:func:`nm_mask`); ``sparsity`` may then be
             omitted or equal ``1 - n/m``.

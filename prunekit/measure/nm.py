@@ -22,7 +22,7 @@ def _groups(t: torch.Tensor, m: int, in_dim: int, out_dim: int) -> torch.Tensor:
 def follows_pattern(weight: torch.Tensor, pattern, *, out_dim: int = 0) -> bool:
     """Whether every group of M consecutive inputs of ``weight`` holds at most N non-zeros.
 
-    Groups as :func:`prunekit.oneshot.nm_mask` forms them (along the input dimension; a conv
+    Groups as :func:`prunekit.nm_mask` forms them (along the input dimension; a conv
     weight's input channels at each kernel position).
     """
     n, m = check_pattern(pattern, "follows_pattern")
@@ -44,7 +44,7 @@ def nm_storage_bits(weight_or_model, pattern="2:4", *, value_bits: int = 16) -> 
 
     Args:
         weight_or_model: a ``(out, in, ...)`` weight, or a model: every prunable tensor
-            (:func:`prunekit.targets.targets`, read with its mask); a tensor that does not
+            (``prunekit.targets.targets``, read with its mask); a tensor that does not
             follow the pattern (or whose input dimension ``M`` does not divide) is counted
             dense, ``numel * value_bits``.
         pattern: ``"N:M"`` or ``(N, M)``.
