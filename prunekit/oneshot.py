@@ -412,6 +412,14 @@ def _check_hessian(hessian, cols: int, caller: str) -> None:
         raise invalid(ValueError, "hessian", caller, "finite", describe(hessian))
 
 
+def check_percdamp(percdamp, caller: str) -> float:
+    """SparseGPT's dampening: a finite real number >= 0 (``TypeError`` for a non-number)."""
+    if isinstance(percdamp, bool) or not isinstance(percdamp, numbers.Real) or not 0 <= percdamp < math.inf:
+        raise invalid(TypeError if not isinstance(percdamp, numbers.Real) else ValueError, "percdamp", caller,
+                      "a finite real number >= 0", repr(percdamp))
+    return float(percdamp)
+
+
 def _inverse_factor(h: torch.Tensor, percdamp: float, caller: str) -> torch.Tensor:
     """Upper Cholesky factor ``U`` of ``(H + lambda I)^-1`` (``U^T U``), lambda = percdamp * mean(diag H).
 
@@ -489,9 +497,7 @@ def sparsegpt(weight: torch.Tensor, hessian: torch.Tensor, *, sparsity: float | 
     _check_hessian(hessian, cols, caller)
     sparsity, n, m = _resolve_pattern(sparsity, n, m, caller)
     blocksize = check_int(blocksize, caller, "blocksize", minimum=1)
-    if isinstance(percdamp, bool) or not isinstance(percdamp, numbers.Real) or not 0 <= percdamp < math.inf:
-        raise invalid(TypeError if not isinstance(percdamp, numbers.Real) else ValueError, "percdamp", caller,
-                      "a finite real number >= 0", repr(percdamp))
+    check_percdamp(percdamp, caller)
     perm = None
     if m is not None:
         _check_divides(m, weight.shape[1], caller)

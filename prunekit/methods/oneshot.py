@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 
 from .._validation import check_int, invalid
 from ..calibration import Calibrated, calibration_support, effective_rows, from_rows, write_weight
-from ..oneshot import nm_mask, row_mask_from_scores, sparsegpt, wanda_scores
+from ..oneshot import check_percdamp, nm_mask, row_mask_from_scores, sparsegpt, wanda_scores
 from ..reparam import attach_mask
 from .base import Method
 
@@ -73,9 +72,7 @@ class SparseGPTMethod(CalibratedMethod):
     def check_options(self, options, caller):
         options = super().check_options(options, caller)
         check_int(options["blocksize"], caller, "blocksize", minimum=1)
-        p = options["percdamp"]
-        if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0 <= p < math.inf:
-            raise invalid(ValueError, "percdamp", caller, "a finite real number >= 0", repr(p))
+        check_percdamp(options["percdamp"], caller)
         return options
 
     def prune_target(self, model, cal, sparsity, nm, options):
