@@ -7,7 +7,7 @@ import numbers
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from ._table import format_table
+from ._table import Table, TableRepr
 from ._validation import argument_error, check_choice, invalid
 from .plotting import band, mean_std
 
@@ -22,8 +22,8 @@ METRICS = (
 )
 
 
-@dataclass
-class Comparison:
+@dataclass(repr=False)
+class Comparison(TableRepr):
     """The result of :func:`compare`: one row per method x sparsity x seed.
 
     Columns of ``rows`` (dicts):
@@ -220,7 +220,7 @@ class Comparison:
         ax.grid(alpha=0.3, which="both")
         return ax
 
-    def __str__(self) -> str:
+    def _table(self) -> Table:
         def pm(item, key, fmt):
             mean, std = item[f"{key}_mean"], item[f"{key}_std"]
             if mean is None:
@@ -243,9 +243,7 @@ class Comparison:
         n = len(self.dense)
         lines.append((f"dense ({n} seed{'s' if n != 1 else ''})", "0%", "", "1.0x", "1.00x",
                       "1.0x", "1.00x", "", "", f"{mean:.2%}" + (f" ± {std:.2%}" if n > 1 else "")))
-        return format_table(header, lines, right=frozenset(range(1, len(header))))
-
-    __repr__ = __str__
+        return Table(header, tuple(lines), frozenset(range(1, len(header))))
 
 
 #: Line styles of the default methods' labels in :meth:`Comparison.plot` (same colour for the

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ._table import Table, TableRepr
 from ._validation import check_choice, check_int, check_model, describe, invalid
 from .measure import sparsity as _sparsity
 from .pruning import SCOPES, prune
@@ -95,8 +96,8 @@ class LotteryRound:
     model: nn.Module | None = field(default=None, repr=False)
 
 
-@dataclass(frozen=True)
-class LotteryTickets:
+@dataclass(frozen=True, repr=False)
+class LotteryTickets(TableRepr):
     """The result of :func:`lottery_tickets`.
 
     Attributes:
@@ -178,13 +179,12 @@ class LotteryTickets:
         return [{"round": r.round, "sparsity": r.sparsity, "achieved": r.achieved,
                  "metric": r.metric} for r in self.rounds]
 
-    def __str__(self) -> str:
-        lines = [f"lottery tickets: {len(self.rounds) - 1} rounds of {self.rate:.0%} "
-                 f"({self.scope} scope)", f"{'round':>5}  {'requested':>9}  {'achieved':>8}  metric"]
-        for r in self.rounds:
-            metric = "" if r.metric is None else f"{r.metric:.4g}"
-            lines.append(f"{r.round:>5}  {r.sparsity:>9.2%}  {r.achieved:>8.2%}  {metric}")
-        return "\n".join(lines)
+    def _table(self) -> Table:
+        rows = tuple((str(r.round), f"{r.sparsity:.2%}", f"{r.achieved:.2%}",
+                      "" if r.metric is None else f"{r.metric:.4g}") for r in self.rounds)
+        title = f"lottery tickets: {len(self.rounds) - 1} rounds of {self.rate:.0%} ({self.scope} scope)"
+        return Table(("round", "requested", "achieved", "metric"), rows, frozenset({0, 1, 2, 3}),
+                     total=False, title=title)
 
 
 def lottery_tickets(model: nn.Module, train_fn: Callable[[nn.Module], object], *, rounds: int,

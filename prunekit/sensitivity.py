@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from ._table import Table, TableRepr
 from ._validation import argument_error, check_callable, check_model, check_sparsity, invalid
 from .methods import get_method
 from .pruning import prunable_layers, prune
@@ -17,8 +18,8 @@ from .reparam import copy_model
 __all__ = ["sensitivity_scan", "SensitivityScan"]
 
 
-@dataclass(frozen=True)
-class SensitivityScan:
+@dataclass(frozen=True, repr=False)
+class SensitivityScan(TableRepr):
     """The result of :func:`prunekit.sensitivity_scan`. ``print`` it for a table.
 
     Attributes:
@@ -79,21 +80,12 @@ class SensitivityScan:
         return [{"layer": layer, "sparsity": s, "metric": m}
                 for layer, curve in self.results.items() for s, m in curve.items()]
 
-    def __str__(self) -> str:
-        header = ["layer", *(f"{s:g}" for s in self.sparsities)]
-        rows = [[layer, *(f"{curve.get(s, math.nan):.4g}" for s in self.sparsities)]
-                for layer, curve in self.results.items()]
-        widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
-                  for i, h in enumerate(header)]
-
-        def fmt(cells):
-            return "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                             for i, (c, w) in enumerate(zip(cells, widths)))
-
+    def _table(self) -> Table:
+        header = ("layer", *(f"{s:g}" for s in self.sparsities))
+        rows = tuple((layer, *(f"{curve.get(s, math.nan):.4g}" for s in self.sparsities))
+                     for layer, curve in self.results.items())
         title = f"sensitivity ({self.method}), dense metric {self.dense:.4g}; columns: sparsity"
-        return "\n".join([title, fmt(header), "-" * len(fmt(header)), *(fmt(r) for r in rows)])
-
-    __repr__ = __str__
+        return Table(header, rows, frozenset(range(1, len(header))), total=False, title=title)
 
 
 def sensitivity_scan(model: nn.Module, evaluate_fn: Callable, sparsities: Iterable, *,

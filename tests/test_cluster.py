@@ -348,7 +348,7 @@ def test_kmeans_mask_info_prints_a_table():
     mask, info = pk.kmeans_mask(w, 0.5, n_clusters=4, return_info=True)
     text = str(info)
     assert "requested sparsity 50.00%" in text and "achieved" in text
-    assert len(text.splitlines()) == 1 + 1 + 4
+    assert len(text.splitlines()) == 1 + 2 + 4  # title, header and rule, 4 clusters
     row = info.as_dict()
     assert row["requested"] == 0.5 and row["n_clusters"] == 4
     assert row["achieved"] == pytest.approx(float((~mask).float().mean()))

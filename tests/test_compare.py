@@ -775,6 +775,16 @@ def test_str_lists_every_method_and_the_dense_models(mlp_result):
     assert lines[-1].startswith(f"dense ({len(SEEDS)} seeds)")
 
 
+def test_html_is_the_same_table(mlp_result):
+    """In a notebook the comparison shows as an HTML table with the cells print() shows."""
+    page = mlp_result._repr_html_()
+    table = mlp_result._table()
+    assert page.count("<tr>") == 1 + len(table.rows) and "<tfoot>" in page
+    text = str(mlp_result)
+    for row in table.rows:
+        assert all(cell in text and cell in page for cell in row)
+
+
 def test_to_pandas(mlp_result):
     pd = pytest.importorskip("pandas", reason="to_pandas needs pandas, an optional dependency")
     frame = mlp_result.to_pandas()

@@ -8,14 +8,15 @@ import numpy as np
 import torch
 
 from .._select import n_to_prune
+from .._table import Table, TableRepr
 from .._validation import check_bool, check_int, check_sparsity, check_weight
 from .solver import Sorted, fit, work_values
 
 __all__ = ["KMeansPruneInfo", "kmeans_mask", "prune_clusters", "cluster_info"]
 
 
-@dataclass(frozen=True)
-class KMeansPruneInfo:
+@dataclass(frozen=True, repr=False)
+class KMeansPruneInfo(TableRepr):
     """What a k-means pruning did: requested versus achieved sparsity, and every cluster.
 
     ``print`` it for a per-cluster table; :meth:`as_dict` gives one row for a table over
@@ -66,7 +67,7 @@ class KMeansPruneInfo:
             "n_clusters": self.n_clusters,
         }
 
-    def __str__(self) -> str:
+    def _table(self) -> Table:
         head = (
             f"requested sparsity {self.requested_sparsity:.2%} ({self.n_target:,} of "
             f"{self.n_weights:,} weights), achieved {self.achieved_sparsity:.2%} "
@@ -74,14 +75,10 @@ class KMeansPruneInfo:
         )
         if self.n_already_pruned:
             head += f"; {self.n_already_pruned:,} were pruned before"
-        rows = [("cluster", "center", "size", "pruned")]
-        for i, (c, s, p) in enumerate(zip(self.centers, self.sizes, self.pruned_clusters)):
-            rows.append((str(i), f"{c:.4g}", f"{s:,}", "yes" if p else "no"))
-        widths = [max(len(r[j]) for r in rows) for j in range(4)]
-        lines = ["  ".join(cell.rjust(w) for cell, w in zip(r, widths)) for r in rows]
-        return "\n".join([head, *lines])
-
-    __repr__ = __str__
+        rows = tuple((str(i), f"{c:.4g}", f"{s:,}", "yes" if p else "no")
+                     for i, (c, s, p) in enumerate(zip(self.centers, self.sizes, self.pruned_clusters)))
+        return Table(("cluster", "center", "size", "pruned"), rows, frozenset(range(4)),
+                     total=False, title=head)
 
 
 def _choose(centers: np.ndarray, sizes: np.ndarray, n_remove: int) -> np.ndarray:

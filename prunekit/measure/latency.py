@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from .._modules import eval_mode
+from .._table import Table, TableRepr
 from .._validation import argument_error, check_example_input, check_int, check_model, invalid
 from .counts import count_macs, count_parameters, model_size_bytes
 
@@ -144,8 +145,8 @@ def measure_latency(model: nn.Module, example_input, *, warmup: int = 10, repeat
     )
 
 
-@dataclass(frozen=True)
-class ModelComparison:
+@dataclass(frozen=True, repr=False)
+class ModelComparison(TableRepr):
     """Before/after numbers of two models, from :func:`prunekit.compare_models`. ``print`` it.
 
     Attributes:
@@ -189,26 +190,19 @@ class ModelComparison:
         return [{"metric": m, self.names[0]: a, self.names[1]: b,
                  "ratio": (a / b if b else math.inf)} for m, a, b in rows]
 
-    def __str__(self) -> str:
+    def _table(self) -> Table:
         def fmt(v):
             return f"{v:,.3f}" if isinstance(v, float) else f"{v:,}"
 
-        rows = [(r["metric"], fmt(r[self.names[0]]), fmt(r[self.names[1]]), f"{r['ratio']:.2f}x")
-                for r in self.as_dicts()]
+        rows = tuple((r["metric"], fmt(r[self.names[0]]), fmt(r[self.names[1]]), f"{r['ratio']:.2f}x")
+                     for r in self.as_dicts())
         header = ("", *self.names, f"{self.names[0]}/{self.names[1]}")
-        widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(4)]
-        line = lambda cells: "  ".join(  # noqa: E731
-            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
-        out = [line(header), "-" * len(line(header)), *(line(r) for r in rows)]
-        out.append("-" * len(line(header)))
-        out.append(f"theoretical speed-up (MAC ratio): {self.mac_ratio:.2f}x")
+        notes = [f"theoretical speed-up (MAC ratio): {self.mac_ratio:.2f}x"]
         for b, (x, _) in self.latency.items():
             sp = self.speedup(b)
-            out.append(f"measured speed-up at batch {b}: {sp:.2f}x "
-                       f"({sp / self.mac_ratio:.0%} of theoretical; {x.threads} thread(s), {x.device})")
-        return "\n".join(out)
-
-    __repr__ = __str__
+            notes.append(f"measured speed-up at batch {b}: {sp:.2f}x "
+                         f"({sp / self.mac_ratio:.0%} of theoretical; {x.threads} thread(s), {x.device})")
+        return Table(header, rows, frozenset({1, 2, 3}), total=False, notes=tuple(notes))
 
 
 def compare_models(before: nn.Module, after: nn.Module, example_inputs, *, warmup: int = 5,

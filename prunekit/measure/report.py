@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .._table import format_table
+from .._table import Table, TableRepr
 from .._validation import check_model, invalid
 from ..reparam import base_class, effective_tensor, is_masked, pruned_tensor_names
 from ..targets import Layout, Target, target_name, targets
@@ -60,9 +60,10 @@ class LayerSparsity:
         return self.zeros / self.params if self.params else 0.0
 
 
-@dataclass(frozen=True)
-class SparsityReport:
-    """Per-layer achieved sparsity and the model total. ``print`` it for a table.
+@dataclass(frozen=True, repr=False)
+class SparsityReport(TableRepr):
+    """Per-layer achieved sparsity and the model total. ``print`` it for a table (in Jupyter it
+    shows as an HTML table).
 
     Attributes:
         rows: one :class:`LayerSparsity` per prunable tensor, in model order, each
@@ -90,22 +91,20 @@ class SparsityReport:
             for r in (*self.rows, self.total)
         ]
 
-    def __str__(self) -> str:
+    def _table(self) -> Table:
         header = ("layer", "type", "shape", "params", "zeros", "sparsity", "masked")
-        lines = [
+        lines = tuple(
             (r.layer, r.kind, "x".join(map(str, r.shape)), f"{r.params:,}", f"{r.zeros:,}",
              f"{r.sparsity:.2%}", "yes" if r.masked else "no")
             for r in (*self.rows, self.total)
-        ]
-        table = format_table(header, lines, right={3, 4, 5})
+        )
+        notes = ()
         if self.left_out:
             parts = [f"{what} {n:,}" + (f" ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
                                        if what in ("embeddings", "other") else "")
                      for what, n, names in self.left_out]
-            table += "\nnot counted (dense): " + "; ".join(parts)
-        return table
-
-    __repr__ = __str__
+            notes = ("not counted (dense): " + "; ".join(parts),)
+        return Table(header, lines, frozenset({3, 4, 5}), notes=notes)
 
 
 def sparsity_report(model: nn.Module) -> SparsityReport:

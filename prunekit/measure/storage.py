@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from .._table import format_table
+from .._table import Table, TableRepr
 from .._validation import argument_error, check_choice, check_int, check_model
 from ..reparam import effective_tensor
 from ..sharing import shared_weights_of
@@ -173,8 +173,8 @@ class LayerCompression:
         return self.dense_bits / self.compressed_bits if self.compressed_bits else math.inf
 
 
-@dataclass(frozen=True)
-class CompressionReport:
+@dataclass(frozen=True, repr=False)
+class CompressionReport(TableRepr):
     """Per-layer storage and the model total, Deep Compression's way. ``print`` it.
 
     Attributes:
@@ -217,7 +217,7 @@ class CompressionReport:
                     "compressed_bytes": self.compressed_bytes, "ratio": self.ratio})
         return out
 
-    def __str__(self) -> str:
+    def _table(self) -> Table:
         header = ("layer", "type", "params", "nonzeros", "codebook", "bits", "index", "format",
                   "dense", "compressed", "ratio")
         lines = [
@@ -232,9 +232,7 @@ class CompressionReport:
         lines.append(("total", "", f"{sum(r.params for r in self.rows) + self.other_params:,}", "", "",
                       "", "", "", _fmt_bytes(self.dense_bytes), _fmt_bytes(self.compressed_bytes),
                       f"{self.ratio:.1f}x"))
-        return format_table(header, lines, right=set(range(len(header))) - {0, 1, 7})
-
-    __repr__ = __str__
+        return Table(header, tuple(lines), frozenset(range(len(header))) - {0, 1, 7})
 
 
 def _fmt_bytes(b: float) -> str:
