@@ -5,7 +5,8 @@
    keeps that rule under nbval: a cell that writes to stderr fails, unless it is tagged
    `remove-stderr` (the tag the book honours too).
 
-2. **Executed copies for the book check.** `make test` executes every chapter once, here.
+2. **Executed copies for the book check.** `make test` executes every chapter once,
+   here.
    So that the book check (`make book-check`) can render real outputs without executing
    the chapters a second time, every notebook whose cells all ran is written with the
    outputs nbval received to `_build/executed/notebooks/NAME.ipynb` (or the folder in
@@ -26,15 +27,19 @@ import nbformat
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-EXECUTED = pathlib.Path(os.environ.get("BOOK_EXECUTED_DIR", ROOT / "_build" / "executed"))
+EXECUTED = pathlib.Path(
+    os.environ.get("BOOK_EXECUTED_DIR", ROOT / "_build" / "executed")
+)
 
-_raw_outputs: list | None = None   # the outputs of the cell running now, before nbval merges them
-_results: dict = {}                # notebook path -> {cell index: outputs or None (failed)}
+_raw_outputs: list | None = (
+    None  # the outputs of the cell running now, before nbval merges them
+)
+_results: dict = {}  # notebook path -> {cell index: outputs or None (failed)}
 
 
 def _install_capture():
-    """nbval merges a cell's stream chunks (nbval.plugin.coalesce_streams) right after the
-    cell ran; keep a copy of the outputs as they came."""
+    """nbval merges a cell's stream chunks (nbval.plugin.coalesce_streams) right after
+    the cell ran; keep a copy of the outputs as they came."""
     import nbval.plugin as plugin
 
     original = plugin.coalesce_streams
@@ -81,17 +86,24 @@ def pytest_runtest_makereport(item, call):
         return
     if "remove-stderr" in cell.metadata.get("tags", []):
         return
-    text = "".join(o.get("text", "") for o in outputs
-                   if o.get("output_type") == "stream" and o.get("name") == "stderr")
+    text = "".join(
+        o.get("text", "")
+        for o in outputs
+        if o.get("output_type") == "stream" and o.get("name") == "stderr"
+    )
     if text:
         report.outcome = "failed"
         cells[item.cell_num] = None
-        report.longrepr = (f"{item.name} wrote to stderr; the book build (-W) fails on that. "
-                           f"Fix the cause (or tag the cell remove-stderr if it is harmless):\n"
-                           f"{text[-2000:]}")
+        report.longrepr = (
+            f"{item.name} wrote to stderr; the book build (-W) fails on that. "
+            f"Fix the cause (or tag the cell remove-stderr if it is harmless):\n"
+            f"{text[-2000:]}"
+        )
 
 
-def executed_notebook(path: pathlib.Path, outputs: dict) -> nbformat.NotebookNode | None:
+def executed_notebook(
+    path: pathlib.Path, outputs: dict
+) -> nbformat.NotebookNode | None:
     """`path`'s notebook with `outputs` ({code cell number: outputs}), or None if a cell
     failed or did not run."""
     raw = path.read_bytes()
@@ -106,8 +118,10 @@ def executed_notebook(path: pathlib.Path, outputs: dict) -> nbformat.NotebookNod
         for out in cell.outputs:
             if out.get("output_type") == "execute_result":
                 out["execution_count"] = n + 1
-    nb.metadata["book_executed"] = {"source_sha256": hashlib.sha256(raw).hexdigest(),
-                                    "by": "nbval (make test-notebooks)"}
+    nb.metadata["book_executed"] = {
+        "source_sha256": hashlib.sha256(raw).hexdigest(),
+        "by": "nbval (make test-notebooks)",
+    }
     nbformat.validate(nb)
     return nb
 

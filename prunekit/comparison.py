@@ -6,7 +6,6 @@ import copy
 import inspect
 import math
 import statistics
-import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -14,10 +13,10 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from . import training
 from ._modules import last_layer, model_device, resolve_modules
+from ._progress import progress_bar
 from ._validation import (
     argument_error,
     check_bool,
@@ -361,8 +360,8 @@ def compare(model_fn: Callable[[], nn.Module], train_loader, test_loader, *,
         "use_shrink": use_shrink,
     }
     rows, dense_rows = [], []
-    bar = tqdm(total=len(seeds) * (1 + len(specs) * len(sparsities)), desc=_CALLER,
-               disable=not progress, file=sys.stdout, ncols=80, mininterval=2.0)
+    bar = progress_bar(total=len(seeds) * (1 + len(specs) * len(sparsities)), desc=_CALLER,
+                       enabled=progress)
     try:
         for seed in seeds:
             bar.set_postfix_str(f"seed {seed}: dense", refresh=False)

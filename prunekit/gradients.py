@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterable, Mapping
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from ._modules import WIDE, resolve_modules
+from ._progress import progress_bar
 from ._validation import (
     argument_error,
     check_bool,
@@ -310,8 +309,8 @@ def collect(model: nn.Module, layers: list[tuple[str, nn.Module]], loader, loss_
             pass
         if max_batches is not None:
             total = max_batches if total is None else min(total, max_batches)
-        bar = tqdm(total=total, desc="gradient statistics", unit="batch", disable=not progress,
-                   file=sys.stdout, leave=True, dynamic_ncols=False, ncols=80)
+        bar = progress_bar(total=total, desc="gradient statistics", unit="batch",
+                           enabled=progress)
         with torch.enable_grad():
             for batch in loader:
                 if not isinstance(batch, (tuple, list)) or len(batch) != 2:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import random
-import sys
 
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from ._modules import eval_mode, model_device
+from ._progress import progress_bar
 from ._validation import argument_error, check_choice, check_int
 from .reparam import pruned_tensor_names
 from .targets import targets
@@ -108,9 +107,7 @@ def train(model: nn.Module, loader, *, epochs: int = 1, lr: float = 0.05,
             opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     loss_fn = loss_fn or nn.CrossEntropyLoss()
     history = []
-    # mininterval: each redraw becomes a line in a rendered notebook, so redraw sparingly
-    bar = tqdm(total=epochs * len(loader), desc=desc, disable=not progress, file=sys.stdout,
-               leave=True, dynamic_ncols=False, ncols=80, mininterval=2.0)
+    bar = progress_bar(total=epochs * len(loader), desc=desc, enabled=progress)
     model.train()
     try:
         for epoch in range(1, epochs + 1):

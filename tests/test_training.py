@@ -1,6 +1,8 @@
 """Data, models, training, schedules and plotting: what the chapters rely on."""
 
 import math
+import pathlib
+import sys
 
 import matplotlib
 import pytest
@@ -245,3 +247,18 @@ def test_char_transformer_is_causal():
         a, b = model(ids), model(changed)
     torch.testing.assert_close(a[:, :5], b[:, :5])  # later characters never leak backwards
     assert not torch.allclose(a[:, 5:], b[:, 5:])
+
+
+def test_progress_bar_fits_the_books_code_column(capsys):
+    """The book's code column holds 80 monospace characters: a training bar is one line of
+    at most 76, so that the rendered chapters show it without running off the page."""
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tools" / "sphinx_ext"))
+    from book_infra import render_stream_text
+
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 5), torch.randint(0, 3, (64,))
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=8)
+    pk.training.train(nn.Linear(5, 3), loader, epochs=2, progress=True, desc="a long description")
+    shown = render_stream_text(capsys.readouterr().out).splitlines()
+    assert len(shown) == 1 and "16/16" in shown[0]
+    assert len(shown[0]) <= 76

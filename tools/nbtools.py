@@ -1,6 +1,7 @@
 """Helpers for writing the book's notebooks from Python and keeping them consistent.
 
-    python tools/nbtools.py check      # every notebook: setup cell, Colab badge, no outputs
+    python tools/nbtools.py check      # every notebook: setup cell, Colab badge, no outputs,
+                                       # the chapter frame, no build jargon in the prose
     python tools/nbtools.py strip      # remove outputs and execution counts in place
 
 The repository URL and branch come from ``_config.yml`` (the one place they are set).
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import re
 import sys
 
 import nbformat
@@ -31,9 +33,28 @@ def colab_url(path: pathlib.Path) -> str:
     return f"https://colab.research.google.com/github/{slug}/blob/{branch}/{rel}"
 
 
+# The badge image is the book's own (notebooks/images/): Colab's hosted badge is an external
+# request, which fails for a reader offline. In Colab itself the image does not resolve and
+# its alt text shows instead, where the badge has nothing left to do.
+BADGE_IMAGE = "images/colab-badge.svg"
+
+
 def badge(path: pathlib.Path) -> str:
-    return (f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
-            f"({colab_url(path)})")
+    return f"[![Open in Colab]({BADGE_IMAGE})]({colab_url(path)})"
+
+
+# The frame every chapter has (issue #15): what the reader will learn and needs first, the
+# key takeaways, exercises with their solutions behind a toggle.
+FRAME = {
+    "a 'What you will learn' admonition": re.compile(r"```\{admonition\} What you will learn"),
+    "a 'Prerequisites' line": re.compile(r"^\**Prerequisites", re.M),
+    "a 'Key takeaways' admonition": re.compile(r"```\{admonition\} Key takeaways"),
+    "an '## Exercises' section": re.compile(r"^## Exercises", re.M),
+    "solutions behind a toggle (an admonition or dropdown with :class: dropdown)":
+        re.compile(r"```\{(admonition|dropdown)\}[^\n]*\n(:[a-z-]+:[^\n]*\n)*:class: dropdown"),
+}
+# Words of the build and test machinery, which mean nothing to a reader of the prose.
+JARGON = re.compile(r"\b(nbval|pytest|make test|CI|nbval-ignore-output|BOOK_ENFORCE)\b")
 
 
 def setup_source() -> str:
@@ -42,6 +63,7 @@ def setup_source() -> str:
         "# Colab setup (hidden in the book): install prunekit from the book's repository.\n"
         "# Locally this does nothing: `make book` / `pip install -e \".[book]\"` installed it.\n"
         "import sys\n"
+        "\n"
         "if \"google.colab\" in sys.modules:\n"
         f"    %pip install -q \"prunekit[book] @ git+{url}@{branch}\"\n"
     )
@@ -60,8 +82,13 @@ def problems(path: pathlib.Path) -> list[str]:
     elif "remove-cell" not in code[0].metadata.get("tags", []):
         out.append("Colab setup cell is not tagged remove-cell")
     first_md = next((c for c in nb.cells if c.cell_type == "markdown"), None)
-    if first_md is None or colab_url(path) not in first_md.source:
-        out.append(f"first markdown cell lacks the Colab badge for {colab_url(path)}")
+    if first_md is None or badge(path) not in first_md.source:
+        out.append(f"first markdown cell lacks the Colab badge {badge(path)}")
+    prose = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    out += [f"chapter frame: no {what}" for what, pattern in FRAME.items()
+            if not pattern.search(prose)]
+    for word in sorted(set(JARGON.findall(prose))):
+        out.append(f"prose uses the build/test word {word!r}")
     for i, c in enumerate(code):
         if c.get("outputs") or c.get("execution_count") is not None:
             out.append(f"code cell {i} has stored outputs (commit notebooks stripped)")

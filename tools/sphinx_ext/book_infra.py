@@ -1,6 +1,6 @@
 """Sphinx extension for the pruning book: how outputs and pages are rendered.
 
-Enabled in _config.yml (``sphinx.local_extensions``). It does two things:
+Enabled in _config.yml (``sphinx.local_extensions``). It does three things:
 
 1. **One final line per progress bar.** A text progress bar (tqdm) redraws itself by
    writing ``"\\r" + bar`` again and again to stdout; Jupyter and Colab show the redraws
@@ -18,6 +18,12 @@ Enabled in _config.yml (``sphinx.local_extensions``). It does two things:
    it twice (once with filename ``None``, once with ``''``), so every page raised
    ``SyntaxError: Identifier 'THEBE_JS_URL' has already been declared`` in the browser
    console. Identical scripts are emitted once.
+3. **Author–year labels in the bibliography.** The text cites "Han et al. (2015)"
+   (``bibtex_reference_style: author_year``), but pybtex's styles label the list
+   ``[1]`` or ``[HPTD15]``, so a reader looking up a citation found a label that matched
+   nothing in the text. The ``authoryear`` style (``bibtex_default_style``) is pybtex's
+   ``plain`` (sorted by author, year, title) with labels in the citations' own form,
+   "Han et al., 2015", suffixed a, b, ... where two works would share one.
 """
 
 from __future__ import annotations
@@ -101,7 +107,50 @@ def _dedupe_scripts(app, pagename, templatename, context, doctree):
     scripts[:] = unique
 
 
+def _author_year_style():
+    from pybtex.style.formatting.plain import Style as PlainStyle
+    from pybtex.style.labels import BaseLabelStyle
+
+    def surname(person) -> str:
+        return re.sub(r"[{}]", "", " ".join(person.prelast_names + person.last_names))
+
+    def label(entry) -> str:
+        people = entry.persons.get("author") or entry.persons.get("editor") or []
+        if not people:
+            who = entry.fields.get("organization", entry.key)
+        elif len(people) == 1:
+            who = surname(people[0])
+        elif len(people) == 2:
+            who = f"{surname(people[0])} and {surname(people[1])}"
+        else:
+            who = f"{surname(people[0])} et al."
+        return f"{who}, {entry.fields.get('year', 'n.d.')}"
+
+    class AuthorYearLabels(BaseLabelStyle):
+        def format_labels(self, sorted_entries):
+            entries = list(sorted_entries)
+            labels = [label(e) for e in entries]
+            seen: dict = {}
+            for lab in labels:
+                seen[lab] = seen.get(lab, 0) + 1
+            count: dict = {}
+            for lab in labels:
+                if seen[lab] > 1:
+                    count[lab] = count.get(lab, 0) + 1
+                    yield lab + "abcdefghijklmnopqrstuvwxyz"[count[lab] - 1]
+                else:
+                    yield lab
+
+    class AuthorYearStyle(PlainStyle):
+        default_label_style = AuthorYearLabels
+
+    return AuthorYearStyle
+
+
 def setup(app):
+    from pybtex.plugin import register_plugin
+
+    register_plugin("pybtex.style.formatting", "authoryear", _author_year_style(), force=True)
     _patch_myst_nb()
     app.connect("html-page-context", _dedupe_scripts, priority=900)
     return {"parallel_read_safe": True, "parallel_write_safe": True, "version": "1"}
