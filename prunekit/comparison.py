@@ -298,11 +298,14 @@ def compare(model_fn: Callable[[], nn.Module], train_loader, test_loader, *,
     Examples:
         >>> import torch, prunekit as pk
         >>> train, test = pk.data.loaders("digits")
-        >>> result = pk.compare(lambda: pk.models.MLP(hidden=(32,)), train, test,
-        ...                     methods=["random", "l1"], sparsities=[0.5, 0.9], seeds=[0],
-        ...                     train={"epochs": 2}, fine_tune={"epochs": 1}, progress=False)
-        >>> len(result.rows), sorted(result.rows[0])[:4]
-        (4, ['accuracy', 'achieved_sparsity', 'compression_ratio', 'dense_accuracy'])
+        >>> result = pk.compare(
+        ...     lambda: pk.models.MLP(hidden=(32,)), train, test,
+        ...     methods=["random", "l1"], sparsities=[0.5, 0.9], seeds=[0],
+        ...     train={"epochs": 2}, fine_tune={"epochs": 1}, progress=False)
+        >>> len(result.rows)
+        4
+        >>> sorted(result.rows[0])[:4]
+        ['accuracy', 'achieved_sparsity', 'compression_ratio', 'dense_accuracy']
         >>> best = result.best_within(tolerance=0.05)
         >>> best["l1"]["sparsity"] >= best["random"]["sparsity"]
         True

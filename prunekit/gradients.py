@@ -484,8 +484,10 @@ def collect_gradient_stats(model: nn.Module, loader, loss_fn: Callable, *,
         >>> _ = torch.manual_seed(0)
         >>> model = torch.nn.Sequential(
         ...     torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
-        >>> data = [(torch.randn(8, 4), torch.randint(0, 2, (8,))) for _ in range(5)]
-        >>> stats = pk.collect_gradient_stats(model, data, torch.nn.CrossEntropyLoss())
+        >>> data = [(torch.randn(8, 4), torch.randint(0, 2, (8,)))
+        ...         for _ in range(5)]
+        >>> loss_fn = torch.nn.CrossEntropyLoss()
+        >>> stats = pk.collect_gradient_stats(model, data, loss_fn)
         >>> stats.layers, stats.n_batches
         (['0', '2'], 5)
         >>> stats.sq_grad["0"].shape

@@ -231,7 +231,8 @@ def lottery_tickets(model: nn.Module, train_fn: Callable[[nn.Module], object], *
         >>> train, _ = pk.data.loaders("digits")
         >>> _ = torch.manual_seed(0)
         >>> result = pk.lottery_tickets(
-        ...     pk.models.MLP(), lambda m: pk.training.train(m, train, progress=False),
+        ...     pk.models.MLP(),
+        ...     lambda m: pk.training.train(m, train, progress=False),
         ...     rounds=2, rate=0.5)
         >>> [round(r.achieved, 2) for r in result.rounds]
         [0.0, 0.5, 0.75]

@@ -95,7 +95,8 @@ def gradient_mask(weight: torch.Tensor, grad: torch.Tensor, sparsity: float, *,
         >>> import torch, prunekit as pk
         >>> w = torch.tensor([1.0, 2.0, 3.0, 4.0])
         >>> g = torch.tensor([0.4, 0.1, 0.1, 0.01])
-        >>> pk.gradient_mask(w, g, 0.5, criterion="taylor")   # |w*g| = .4, .2, .3, .04
+        >>> # Taylor scores |w*g| = .4, .2, .3, .04
+        >>> pk.gradient_mask(w, g, 0.5, criterion="taylor")
         tensor([ True, False,  True, False])
     """
     caller = "gradient_mask"
@@ -126,7 +127,8 @@ def channel_mask(weight: torch.Tensor, sparsity: float, *, p: int = 1) -> torch.
 
     Examples:
         >>> import torch, prunekit as pk
-        >>> w = torch.tensor([[3.0, 0.0], [1.0, 1.0]])   # L1 norms 3, 2; L2 norms 3, 1.41
+        >>> # row L1 norms 3, 2; L2 norms 3, 1.41
+        >>> w = torch.tensor([[3.0, 0.0], [1.0, 1.0]])
         >>> pk.channel_mask(w, 0.5).all(dim=1)
         tensor([ True, False])
     """
@@ -151,7 +153,8 @@ def kernel_mask(weight: torch.Tensor, sparsity: float, *, p: int = 1) -> torch.T
 
     Examples:
         >>> import torch, prunekit as pk
-        >>> w = torch.arange(16.0).reshape(2, 2, 2, 2)   # kernel L1 norms 6, 22, 38, 54
+        >>> # kernel L1 norms 6, 22, 38, 54
+        >>> w = torch.arange(16.0).reshape(2, 2, 2, 2)
         >>> pk.kernel_mask(w, 0.25).all(dim=(2, 3))
         tensor([[False,  True],
                 [ True,  True]])

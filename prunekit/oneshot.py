@@ -182,7 +182,8 @@ def row_mask_from_scores(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
     Examples:
         >>> import torch
         >>> from prunekit.oneshot import row_mask_from_scores
-        >>> row_mask_from_scores(torch.tensor([[3., 1., 2., 4.], [1., 1., 1., 1.]]), 0.5)
+        >>> scores = torch.tensor([[3., 1., 2., 4.], [1., 1., 1., 1.]])
+        >>> row_mask_from_scores(scores, 0.5)
         tensor([[ True, False, False,  True],
                 [False, False,  True,  True]])
     """
@@ -239,7 +240,8 @@ def wanda_scores(weight: torch.Tensor, input_norms: torch.Tensor) -> torch.Tenso
     Examples:
         >>> import torch
         >>> from prunekit.oneshot import wanda_scores
-        >>> wanda_scores(torch.tensor([[1., -2.], [3., 0.5]]), torch.tensor([4., 1.]))
+        >>> weight = torch.tensor([[1., -2.], [3., 0.5]])
+        >>> wanda_scores(weight, torch.tensor([4., 1.]))
         tensor([[ 4.0000,  2.0000],
                 [12.0000,  0.5000]])
     """
@@ -272,7 +274,8 @@ def wanda_mask(weight: torch.Tensor, input_norms: torch.Tensor, sparsity: float 
     Examples:
         >>> import torch
         >>> from prunekit.oneshot import wanda_mask
-        >>> wanda_mask(torch.tensor([[1., -2.], [3., 0.5]]), torch.tensor([4., 1.]), 0.5)
+        >>> weight = torch.tensor([[1., -2.], [3., 0.5]])
+        >>> wanda_mask(weight, torch.tensor([4., 1.]), 0.5)
         tensor([[ True, False],
                 [ True, False]])
     """
@@ -328,7 +331,8 @@ class InputStats:
         >>> from prunekit.oneshot import InputStats
         >>> layer = torch.nn.Linear(3, 2)
         >>> stats = InputStats(hessian=True)
-        >>> handle = layer.register_forward_pre_hook(lambda mod, args: stats.update(args[0]))
+        >>> handle = layer.register_forward_pre_hook(
+        ...     lambda mod, args: stats.update(args[0]))
         >>> _ = layer(torch.tensor([[1., 0., 2.], [3., 0., 4.]]))
         >>> handle.remove()
         >>> stats.n_rows, stats.norms()
@@ -484,7 +488,10 @@ def sparsegpt(weight: torch.Tensor, hessian: torch.Tensor, *, sparsity: float | 
         >>> import torch
         >>> from prunekit.oneshot import sparsegpt
         >>> w = torch.tensor([[0.5, 1., -0.2, 2.]])
-        >>> h = torch.tensor([[2., 1., 0., 0.], [1., 2., 0., 0.], [0., 0., 2., 0.], [0., 0., 0., 2.]])
+        >>> h = torch.tensor([[2., 1., 0., 0.],
+        ...                   [1., 2., 0., 0.],
+        ...                   [0., 0., 2., 0.],
+        ...                   [0., 0., 0., 2.]])
         >>> new, keep = sparsegpt(w, h, sparsity=0.5, percdamp=0.0)
         >>> keep
         tensor([[False,  True, False,  True]])

@@ -168,7 +168,8 @@ def prune(model: nn.Module, sparsity=None, *, method: str = "l1", scope: str = "
 
     Examples:
         >>> import torch, prunekit as pk
-        >>> model = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+        >>> model = torch.nn.Sequential(
+        ...     torch.nn.Linear(8, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
         >>> _ = pk.prune(model, 0.5, method="l1", scope="global")
         >>> pk.sparsity(model)
         0.5

@@ -91,7 +91,8 @@ class GradualPruning:
         >>> train, test = pk.data.loaders("digits")
         >>> model = pk.models.MLP()
         >>> gradual = pk.schedules.GradualPruning(0.8, start_epoch=1, end_epoch=3)
-        >>> _ = pk.training.train(model, train, epochs=4, callback=gradual, progress=False)
+        >>> _ = pk.training.train(model, train, epochs=4, callback=gradual,
+        ...                       progress=False)
         >>> [round(s, 3) for _, s in gradual.history]
         [0.563, 0.77, 0.8]
     """

@@ -54,8 +54,9 @@ class SensitivityScan(TableRepr):
 
         Examples:
             >>> from prunekit import SensitivityScan
-            >>> scan = SensitivityScan({"a": {0.5: 0.9, 0.9: 0.5}, "b": {0.5: 0.3, 0.9: 0.2}},
-            ...                        dense=0.92, sparsities=(0.5, 0.9), method="channel")
+            >>> scan = SensitivityScan(
+            ...     {"a": {0.5: 0.9, 0.9: 0.5}, "b": {0.5: 0.3, 0.9: 0.2}},
+            ...     dense=0.92, sparsities=(0.5, 0.9), method="channel")
             >>> scan.plan(0.05)
             {'a': 0.5, 'b': 0.0}
         """
@@ -127,7 +128,8 @@ def sensitivity_scan(model: nn.Module, evaluate_fn: Callable, sparsities: Iterab
         >>> model = pk.models.MLP(8, (16,), 4)
         >>> x = torch.randn(32, 8)
         >>> target = model(x).detach()
-        >>> fidelity = lambda m: -(m(x) - target).pow(2).mean().item()  # 0 = unchanged
+        >>> # minus the mean squared change of the outputs: 0 = unchanged
+        >>> fidelity = lambda m: -(m(x) - target).pow(2).mean().item()
         >>> scan = pk.sensitivity_scan(model, fidelity, [0.0, 0.5], exclude=["fc2"])
         >>> scan.results["fc1"][0.0] == 0, scan.results["fc1"][0.5] < 0
         (True, True)

@@ -11,6 +11,7 @@ import sys
 import nbformat
 import pytest
 import yaml
+from _code_width import WIDTH, markdown_code_lines
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
@@ -70,3 +71,13 @@ def test_comparison_chapter_is_committed_with_its_quick_setting():
     settings = [c.source for c in nb.cells if c.cell_type == "code" and "QUICK =" in c.source]
     assert len(settings) == 1
     assert settings[0].startswith("QUICK = True")
+
+
+def test_api_page_code_fits_its_code_box():
+    """The book shows code in boxes about 76 monospace characters wide; a wider line of
+    book/api.md's own code blocks needs a horizontal scroll bar (the docstrings it renders
+    are checked in tests/test_docstrings.py). Put long comments on a line of their own."""
+    text = (ROOT / "book" / "api.md").read_text(encoding="utf-8")
+    too_wide = [f"book/api.md:{index + 1}: {width} > {WIDTH} columns: {line.strip()}"
+                for index, width, line in markdown_code_lines(text) if width > WIDTH]
+    assert not too_wide, "code wider than the page's code box:\n" + "\n".join(too_wide)

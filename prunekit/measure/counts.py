@@ -55,12 +55,14 @@ def count_parameters(model: nn.Module, nonzero_only: bool = False) -> int:
 
     Examples:
         >>> import torch, prunekit as pk
-        >>> model = torch.nn.Linear(10, 4)                       # 40 weights + 4 biases
+        >>> model = torch.nn.Linear(10, 4)  # 40 weights + 4 biases
         >>> pk.count_parameters(model)
         44
-        >>> _ = pk.prune(model, 0.5)                             # 20 weights masked
-        >>> pk.count_parameters(model), pk.count_parameters(model, nonzero_only=True)
-        (44, 24)
+        >>> _ = pk.prune(model, 0.5)        # 20 weights masked
+        >>> pk.count_parameters(model)
+        44
+        >>> pk.count_parameters(model, nonzero_only=True)
+        24
     """
     check_model(model, "count_parameters")
     total = 0
@@ -100,8 +102,8 @@ def count_macs(model: nn.Module, example_input, *, nonzero_only: bool = False) -
 
     Examples:
         >>> import torch, prunekit as pk
-        >>> conv = torch.nn.Conv2d(3, 8, 3, padding=1)            # 8*3*3*3 = 216 weights
-        >>> pk.count_macs(conv, torch.randn(1, 3, 4, 4))          # 16 positions x 216
+        >>> conv = torch.nn.Conv2d(3, 8, 3, padding=1)    # 8*3*3*3 = 216 weights
+        >>> pk.count_macs(conv, torch.randn(1, 3, 4, 4))  # 16 positions x 216
         3456
     """
     caller = "count_macs"
@@ -195,9 +197,10 @@ def model_size_bytes(model: nn.Module, *, strip_masks: bool = False) -> int:
         >>> model = torch.nn.Linear(100, 100)
         >>> dense = pk.model_size_bytes(model)
         >>> _ = pk.prune(model, 0.9)
-        >>> masked = pk.model_size_bytes(model)                  # weight_orig + weight_mask
+        >>> masked = pk.model_size_bytes(model)  # weight_orig + weight_mask
         >>> stripped = pk.model_size_bytes(model, strip_masks=True)
-        >>> masked > 1.9 * dense, abs(stripped - dense) < 100    # zeros cost as much as weights
+        >>> # zeros cost as much as weights
+        >>> masked > 1.9 * dense, abs(stripped - dense) < 100
         (True, True)
     """
     check_model(model, "model_size_bytes")

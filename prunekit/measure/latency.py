@@ -236,7 +236,8 @@ def compare_models(before: nn.Module, after: nn.Module, example_inputs, *, warmu
     Examples:
         >>> import torch, prunekit as pk
         >>> big, small = torch.nn.Linear(64, 64), torch.nn.Linear(64, 16)
-        >>> table = pk.compare_models(big, small, {1: torch.randn(1, 64)}, repeats=3)
+        >>> inputs = {1: torch.randn(1, 64)}  # {batch_size: example input}
+        >>> table = pk.compare_models(big, small, inputs, repeats=3)
         >>> table.params, table.mac_ratio
         ((4160, 1040), 4.0)
     """

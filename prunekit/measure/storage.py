@@ -68,7 +68,7 @@ def sparse_storage_bits(weight_or_model, granularity: str = "fine", *, value_bit
     Examples:
         >>> import torch, prunekit as pk
         >>> w = torch.ones(4, 4, 3, 3)
-        >>> w[:, :2] = 0                      # kernel pruning: half of the 16 kernels
+        >>> w[:, :2] = 0  # kernel pruning: half of the 16 kernels
         >>> [pk.sparse_storage_bits(w, g) for g in ("dense", "fine", "kernel")]
         [4608, 2880, 2336]
     """
@@ -290,11 +290,12 @@ def compression_report(model: nn.Module, *, index_bits: int | None = None) -> Co
     Examples:
         >>> import torch, prunekit as pk
         >>> layer = torch.nn.Linear(4, 4, bias=False)
-        >>> _ = pk.share_weights(layer, bits=2)     # 16 weights, 4 shared values
+        >>> _ = pk.share_weights(layer, bits=2)  # 16 weights, 4 shared values
         >>> report = pk.compression_report(layer)
-        >>> report.rows[0].compressed_bits          # 16 * 2 index bits + 4 * 32 codebook bits
+        >>> # 16 * 2 index bits + 4 * 32 codebook bits
+        >>> report.rows[0].compressed_bits
         160
-        >>> round(report.ratio, 2)                  # the paper's example: 3.2
+        >>> round(report.ratio, 2)  # the paper's example: 3.2
         3.2
     """
     caller = "compression_report"

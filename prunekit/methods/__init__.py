@@ -66,7 +66,8 @@ def register_method(method: Method) -> Method:
 
     Examples:
         >>> import torch, prunekit as pk
-        >>> class Largest(pk.Method):            # prune the largest weights (a silly method)
+        >>> # prune the largest weights (a silly method)
+        >>> class Largest(pk.Method):
         ...     name = "largest"
         ...     def scores(self, name, module, weight, options):
         ...         return -weight.abs()

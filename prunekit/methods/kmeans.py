@@ -48,7 +48,8 @@ class KMeansMethod(Method):
         >>> import torch, prunekit as pk
         >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
         <torch._C.Generator object at ...>
-        >>> model = torch.nn.Sequential(torch.nn.Linear(32, 16), torch.nn.Linear(16, 4))
+        >>> model = torch.nn.Sequential(
+        ...     torch.nn.Linear(32, 16), torch.nn.Linear(16, 4))
         >>> info = {}
         >>> _ = pk.prune(model, 0.5, method="kmeans", n_clusters=8, info=info)
         >>> sorted(info)

@@ -81,7 +81,8 @@ def slimming_penalty(model: nn.Module) -> torch.Tensor:
         >>> bn = torch.nn.BatchNorm1d(3)
         >>> with torch.no_grad():
         ...     _ = bn.weight.copy_(torch.tensor([1.0, -2.0, 0.5]))
-        >>> float(pk.slimming_penalty(torch.nn.Sequential(torch.nn.Linear(2, 3), bn)))
+        >>> model = torch.nn.Sequential(torch.nn.Linear(2, 3), bn)
+        >>> pk.slimming_penalty(model).item()  # |1| + |-2| + |0.5|
         3.5
     """
     scales = _bn_scales(model, "slimming_penalty")
@@ -96,7 +97,7 @@ def slimming_loss(model: nn.Module, strength: float = 1e-4, loss_fn=None):
         >>> import prunekit as pk
         >>> model = pk.models.MLP(64, (32,), 10)
         >>> try:
-        ...     pk.slimming_loss(model)             # no BatchNorm: nothing to penalise
+        ...     pk.slimming_loss(model)  # no BatchNorm: nothing to penalise
         ... except ValueError as err:
         ...     print(str(err)[:48])
         The 'model' parameter of slimming_loss must be a
