@@ -73,11 +73,13 @@ def test_comparison_chapter_is_committed_with_its_quick_setting():
     assert settings[0].startswith("QUICK = True")
 
 
-def test_api_page_code_fits_its_code_box():
+@pytest.mark.parametrize("page", sorted((ROOT / "book").glob("*.md")), ids=lambda p: p.name)
+def test_book_page_code_fits_its_code_box(page):
     """The book shows code in boxes about 76 monospace characters wide; a wider line of
-    book/api.md's own code blocks needs a horizontal scroll bar (the docstrings it renders
-    are checked in tests/test_docstrings.py). Put long comments on a line of their own."""
-    text = (ROOT / "book" / "api.md").read_text(encoding="utf-8")
-    too_wide = [f"book/api.md:{index + 1}: {width} > {WIDTH} columns: {line.strip()}"
+    a page's own code blocks needs a horizontal scroll bar (the docstrings book/api.md
+    renders are checked in tests/test_docstrings.py). Put long comments on a line of
+    their own."""
+    text = page.read_text(encoding="utf-8")
+    too_wide = [f"book/{page.name}:{index + 1}: {width} > {WIDTH} columns: {line.strip()}"
                 for index, width, line in markdown_code_lines(text) if width > WIDTH]
     assert not too_wide, "code wider than the page's code box:\n" + "\n".join(too_wide)
