@@ -47,10 +47,12 @@ class Table:
                           *self.notes])
 
     def html(self) -> str:
+        # class "dataframe": the book's theme and Jupyter style it as they style pandas
+        # tables (light and dark); the padding is inline so that it holds everywhere.
         def cells(row, tag):
             return "".join(
-                f'<{tag} style="text-align: {"right" if i in self.right else "left"}">'
-                f"{html.escape(c)}</{tag}>"
+                f'<{tag} style="text-align: {"right" if i in self.right else "left"}; '
+                f'padding: 0.2em 0.6em">{html.escape(c)}</{tag}>'
                 for i, c in enumerate(row))
 
         body = [f"<tr>{cells(r, 'td')}</tr>" for r in self.rows]
@@ -60,7 +62,8 @@ class Table:
         parts = ['<div class="prunekit-table">']
         if self.title:
             parts.append(f"<p>{html.escape(self.title)}</p>")
-        parts.append(f"<table><thead><tr>{cells(self.header, 'th')}</tr></thead>"
+        parts.append(f'<table class="dataframe"><thead>'
+                     f"<tr>{cells(self.header, 'th')}</tr></thead>"
                      f"<tbody>{''.join(body)}</tbody>{foot}</table>")
         parts += [f"<p>{html.escape(n)}</p>" for n in self.notes]
         parts.append("</div>")
