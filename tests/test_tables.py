@@ -128,3 +128,12 @@ def test_lottery_tickets_render_as_html():
     assert rows == [["round", "requested", "achieved", "metric"], ["0", "0.00%", "0.00%", "0.9"],
                     ["1", "20.00%", "20.00%", "0.85"]]
     assert str(tickets).startswith("lottery tickets: 1 rounds of 20% (layer scope)")
+
+
+def test_attention_output_projection_is_reported_as_linear():
+    """torch's MHA out_proj is an internal Linear subclass; the report names it Linear."""
+    mha = nn.MultiheadAttention(8, 2)
+    pk.prune(mha, 0.5)
+    kinds = {r.layer: r.kind for r in pk.sparsity_report(mha).rows}
+    assert kinds["out_proj"] == "Linear"
+    assert "NonDynamically" not in pk.sparsity_report(mha)._repr_html_()

@@ -107,6 +107,15 @@ class SparsityReport(TableRepr):
         return Table(header, lines, frozenset({3, 4, 5}), notes=notes)
 
 
+def _kind(module: nn.Module) -> str:
+    """The layer's class name as users know it: torch's MultiheadAttention.out_proj is an
+    internal ``NonDynamicallyQuantizableLinear``, reported as the ``Linear`` it is."""
+    for cls in base_class(module).__mro__:
+        if not cls.__name__.startswith("NonDynamicallyQuantizable"):
+            return cls.__name__
+    return type(module).__name__
+
+
 def sparsity_report(model: nn.Module) -> SparsityReport:
     """Per-tensor table: layer, type, shape, parameters, zeros, achieved sparsity, masked.
 
@@ -135,7 +144,7 @@ def sparsity_report(model: nn.Module) -> SparsityReport:
         w = effective_tensor(t.module, t.tensor)
         seen.add(id(t.module._parameters.get(t.tensor + "_orig", t.module._parameters.get(t.tensor))))
         rows.append(LayerSparsity(
-            t.name or "(model)", base_class(t.module).__name__, tuple(w.shape), w.numel(),
+            t.name or "(model)", _kind(t.module), tuple(w.shape), w.numel(),
             w.numel() - int(torch.count_nonzero(w)), is_masked(t.module, t.tensor),
         ))
     return SparsityReport(tuple(rows), _left_out(model, seen))

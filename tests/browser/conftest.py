@@ -4,9 +4,9 @@
     BOOK_HTML=_build/html pytest tests/browser           # the same, by environment
 
 Which checks fail the test: BOOK_ENFORCE (or --enforce), a comma-separated list of check
-names, "all", or "default" (the list in test_pages.ENFORCED_BY_DEFAULT) plus "+name"
-additions, e.g. BOOK_ENFORCE=default,+wide. Checks not enforced are still measured and
-reported (as xfail, with the counts) so the numbers stay visible.
+names, "all", or "default" (test_pages.ENFORCED_BY_DEFAULT: every check), e.g.
+BOOK_ENFORCE=tex,links,nav while a chapter is being rewritten. Checks not enforced are
+still measured and reported (as xfail, with the counts) so the numbers stay visible.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def pytest_addoption(parser):
     group.addoption("--book-report", default=os.environ.get("BOOK_REPORT"),
                     help="write the full JSON report here")
     group.addoption("--enforce", default=os.environ.get("BOOK_ENFORCE", "default"),
-                    help="checks that fail the test (comma list; 'all'; 'default,+wide')")
+                    help="checks that fail the test (comma list of names; 'all'; 'default')")
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):

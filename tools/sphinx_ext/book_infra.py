@@ -1,6 +1,6 @@
 """Sphinx extension for the pruning book: how outputs and pages are rendered.
 
-Enabled in _config.yml (``sphinx.local_extensions``). It does three things:
+Enabled in _config.yml (``sphinx.local_extensions``). It does four things:
 
 1. **One final line per progress bar.** A text progress bar (tqdm) redraws itself by
    writing ``"\\r" + bar`` again and again to stdout; Jupyter and Colab show the redraws
@@ -24,6 +24,11 @@ Enabled in _config.yml (``sphinx.local_extensions``). It does three things:
    nothing in the text. The ``authoryear`` style (``bibtex_default_style``) is pybtex's
    ``plain`` (sorted by author, year, title) with labels in the citations' own form,
    "Han et al., 2015", suffixed a, b, ... where two works would share one.
+4. **Figures numbered per chapter.** Sphinx numbers figures through the whole book when
+   the table of contents is not section-numbered (chapter 5's first figure was "Fig. 23").
+   The chapters carry their number in their file name (``05_comparison``, ``01b_lottery``),
+   so each chapter's figures are renumbered "Fig. 5.1", "Fig. 5.2", ... in page order;
+   links ({numref}) and captions use the same numbers.
 """
 
 from __future__ import annotations
@@ -147,9 +152,27 @@ def _author_year_style():
     return AuthorYearStyle
 
 
+_CHAPTER = re.compile(r"(?:^|/)(\d+)([a-z]?)_[^/]*$")
+
+
+def _number_figures_by_chapter(app, env):
+    """Rewrite Sphinx's book-wide figure numbers as (chapter, n) within each chapter page."""
+    for docname, types in env.toc_fignumbers.items():
+        match = _CHAPTER.search(docname)
+        if not match:
+            continue
+        chapter = f"{int(match.group(1))}{match.group(2)}"
+        for ids in types.values():
+            # the last number counts figures in page order (also after a renumbering)
+            for n, key in enumerate(sorted(ids, key=lambda k: ids[k][-1]), 1):
+                ids[key] = (chapter, n)
+    return []
+
+
 def setup(app):
     from pybtex.plugin import register_plugin
 
+    app.connect("env-get-updated", _number_figures_by_chapter, priority=900)
     register_plugin("pybtex.style.formatting", "authoryear", _author_year_style(), force=True)
     _patch_myst_nb()
     app.connect("html-page-context", _dedupe_scripts, priority=900)
