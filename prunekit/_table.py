@@ -52,7 +52,7 @@ class Table:
         def cells(row, tag):
             return "".join(
                 f'<{tag} style="text-align: {"right" if i in self.right else "left"}; '
-                f'padding: 0.2em 0.6em">{html.escape(c)}</{tag}>'
+                f'padding: 0.2em 0.4em">{html.escape(c)}</{tag}>'
                 for i, c in enumerate(row))
 
         body = [f"<tr>{cells(r, 'td')}</tr>" for r in self.rows]
