@@ -82,8 +82,7 @@ class TableRepr:
     def __str__(self) -> str:
         return self._table().text()
 
-    def __repr__(self) -> str:
-        return self._table().text()
+    __repr__ = __str__
 
     def _repr_html_(self) -> str:
         return self._table().html()

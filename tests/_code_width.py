@@ -9,53 +9,39 @@ these helpers to keep every line of code on that page within the box.
 from __future__ import annotations
 
 import ast
-import re
 
 WIDTH = 76
 
-# reST directives whose content is shown as code
-_CODE_DIRECTIVE = re.compile(r"\.\. (code-block|code|sourcecode|doctest|testcode|testoutput)::")
-# MyST fences: ```lang, ```{directive} args; code directives among them
-_FENCE = re.compile(r"^(\s*)(`{3,}|~{3,})\s*(.*)$")
+# MyST code directives (their content is code, unlike an admonition's)
 _MYST_CODE = ("{code-block}", "{code}", "{code-cell}", "{sourcecode}")
 
-
 def rst_code_lines(text: str):
-    """``(index, width, line)`` of every code line of the reST ``text``.
+    """``(index, width, line)`` of every code line of the reST ``text``, as docutils parses it.
 
-    Code is a doctest block (from a ``>>>`` line to the next blank line: the examples
-    and their expected output), a literal block (the indented lines after a paragraph
-    that ends in ``::``) or the content of a ``.. code-block::`` (or similar)
-    directive. ``width`` is counted from the block's own indentation, as rendered.
+    Code is a doctest block (the examples and their expected output), a literal block
+    (after a paragraph ending in ``::``) or a ``.. code-block::``; ``width`` is the line's
+    length as rendered (the block's own indentation removed), ``index`` the 0-based line
+    of ``text`` where the block starts. Sphinx's roles and directives, which plain
+    docutils does not know, are not code: docutils quotes them in its (silenced) error
+    messages, which are skipped.
     """
-    lines = text.splitlines()
+    from docutils import nodes
+    from docutils.core import publish_doctree
+
+    tree = publish_doctree(text, settings_overrides={"report_level": 5, "halt_level": 5})
     found = []
-    i = 0
-    while i < len(lines):
-        stripped = lines[i].lstrip()
-        indent = len(lines[i]) - len(stripped)
-        if stripped.startswith(">>>"):
-            while i < len(lines) and lines[i].strip():
-                found.append((i, len(lines[i]) - indent, lines[i]))
-                i += 1
+    for block in tree.findall(lambda n: isinstance(n, (nodes.literal_block, nodes.doctest_block))):
+        if any(isinstance(a, nodes.system_message) for a in _ancestors(block)):
             continue
-        directive = stripped.startswith(".. ")
-        if (stripped.endswith("::") and not directive) or _CODE_DIRECTIVE.match(stripped):
-            j, base = i + 1, None
-            while j < len(lines):
-                line = lines[j]
-                if line.strip():
-                    line_indent = len(line) - len(line.lstrip())
-                    if line_indent <= indent:
-                        break
-                    if not (directive and base is None and line.lstrip().startswith(":")):
-                        base = line_indent if base is None else base  # not a directive option
-                        found.append((j, len(line) - base, line))
-                j += 1
-            i = j
-            continue
-        i += 1
+        start = max((block.line or 1) - len(block.astext().splitlines()), 0)
+        found += [(start, len(line), line) for line in block.astext().splitlines()]
     return found
+
+
+def _ancestors(node):
+    while node.parent is not None:
+        node = node.parent
+        yield node
 
 
 def docstrings(source: str):
@@ -97,34 +83,27 @@ def _first_line(constant: ast.Constant) -> int:
 def markdown_code_lines(text: str):
     """``(index, width, line)`` of every code line of the MyST Markdown ``text``.
 
-    Fenced code blocks (```` ```python ````, ```` ```{code-block} ````, ...) count from
-    the fence's indentation; the reST inside ```` ```{eval-rst} ```` counts as
-    :func:`rst_code_lines` finds it; other directives are searched for fences inside.
+    Fenced code blocks, as markdown-it (MyST's parser) finds them; the reST inside
+    ```` ```{eval-rst} ```` counts as :func:`rst_code_lines` finds it, and other directives
+    (```` ```{admonition} ````, ...) are searched for fences inside.
     """
-    lines = text.splitlines()
+    from markdown_it import MarkdownIt
+
     found = []
-    i = 0
-    while i < len(lines):
-        opening = _FENCE.match(lines[i])
-        if not opening:
-            i += 1
+    for token in MarkdownIt("commonmark").parse(text):
+        if token.type != "fence":
             continue
-        indent, fence, info = len(opening[1]), opening[2], opening[3].strip()
-        j = i + 1
-        while j < len(lines) and not re.fullmatch(rf"\s*{re.escape(fence[0])}{{{len(fence)},}}\s*",
-                                                  lines[j]):
-            j += 1
-        body = lines[i + 1:j]
+        first = token.map[0] + 1
+        info, body = token.info.strip(), token.content
         if info.startswith("{eval-rst}"):
-            found += [(i + 1 + k, width, line) for k, width, line in rst_code_lines("\n".join(body))]
+            found += [(first + k, width, line) for k, width, line in rst_code_lines(body)]
         elif info.startswith("{") and not info.startswith(_MYST_CODE):
-            found += [(i + 1 + k, width, line) for k, width, line in markdown_code_lines("\n".join(body))]
+            found += [(first + k, width, line) for k, width, line in markdown_code_lines(body)]
         else:
-            options = info.startswith("{")
-            for k, line in enumerate(body):
-                if options and line.lstrip().startswith(":"):
-                    continue  # a directive option such as :linenos:
-                options = False
-                found.append((i + 1 + k, len(line) - min(indent, len(line) - len(line.lstrip())), line))
-        i = j + 1
+            lines = body.splitlines()
+            if info.startswith("{"):  # a code directive's options (:linenos:) are not code
+                while lines and lines[0].lstrip().startswith(":"):
+                    lines.pop(0)
+                    first += 1
+            found += [(first + k, len(line), line) for k, line in enumerate(lines)]
     return found
