@@ -140,8 +140,9 @@ class _Slot:
 class _Recorder:
     """Forward hooks on the targets: feed the ``collect`` targets' inputs into their statistics.
 
-    ``stop_after``: names of a stage; a pass ends (``_Stop``) as soon as a target outside it is
-    about to run after every stage target has run, so the rest of the model is not computed.
+    ``stop_after``: names of a stage; a pass ends (``_Stop``) as soon as every stage target
+    has read its input, so neither those layers nor the rest of the model are computed (no
+    logits, the largest activation of a language model).
     """
 
     def __init__(self, watched: list[Target], hessian: bool, owners: dict, collect=None,
@@ -173,6 +174,8 @@ class _Recorder:
     def fire(self, name: str) -> None:
         self.fired.add(name)
         self.calls[name] = self.calls.get(name, 0) + 1
+        if self.stop_after is not None and self.stop_after <= self.fired:
+            raise _Stop  # the stage has read its inputs: nothing after it is computed
 
     def check_stop(self, name: str) -> None:
         if self.stop_after is not None and name not in self.stop_after and self.stop_after <= self.fired:
@@ -314,8 +317,8 @@ def prune_calibrated(model: nn.Module, layers: list[Target], batches: list, appl
     runs every batch through the unchanged model: it checks that the batches run, finds the
     call order and, with ``sequential=False``, collects every target's statistics at once.
     A target the batches never reach raises before anything changes. With
-    ``sequential=True`` each stage then gets its own pass, which ends where the stage's last
-    target has read its input (unless a target runs twice per forward pass).
+    ``sequential=True`` each stage then gets its own pass, which ends as soon as the stage's
+    last target has read its input (unless a target runs twice per forward pass).
     """
     device = model_device(model)
     owners = _owners(model)

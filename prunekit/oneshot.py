@@ -372,13 +372,13 @@ class InputStats:
             sq = rows.square().sum(0)
             if not bool(torch.isfinite(sq).all()):  # catches NaN/inf inputs without a separate pass
                 raise invalid(ValueError, "x", caller, "finite (its squares too)", describe(x))
-            gram = rows.T @ rows if self.with_hessian else None
             if self.sum_sq is None:
-                self.sum_sq, self.gram = sq, gram
+                self.sum_sq = sq
+                self.gram = rows.T @ rows if self.with_hessian else None
             else:
                 self.sum_sq += sq
-                if gram is not None:
-                    self.gram += gram
+                if self.gram is not None:
+                    self.gram.addmm_(rows.T, rows)  # in place: no second (in, in) matrix per batch
         self.n_rows += rows.shape[0]
 
     def _need(self, what: str) -> None:
@@ -397,6 +397,16 @@ class InputStats:
             raise RuntimeError("InputStats.hessian() needs InputStats(hessian=True): the Gram matrix "
                                "was not accumulated.")
         return self.gram * (2.0 / self.n_rows)
+
+    def _take_hessian(self) -> torch.Tensor:
+        """:meth:`hessian` without a copy: the Gram matrix is scaled in place and handed over.
+
+        For :func:`prunekit.prune`, which owns these statistics and needs them only once: it
+        saves an ``(in, in)`` matrix per layer. The statistics hold no Gram matrix afterwards.
+        """
+        h = self.hessian() if self.gram is None else self.gram.mul_(2.0 / self.n_rows)
+        self.gram, self.with_hessian = None, False
+        return h
 
 
 # --------------------------------------------------------------------------------------
@@ -431,13 +441,20 @@ def _inverse_factor(h: torch.Tensor, percdamp: float, caller: str) -> torch.Tens
     ``J H J = L L^T`` is the same factor with one factorisation, 2-4x faster, but in
     float32 it flipped a few near-tied mask entries in 3 of 6 seeds on 2048 inputs, each
     time raising the error by 1e-6 to 2e-5 relative; this route matched float64's masks.)
-    ``h`` is overwritten.
+
+    All three steps run in ``h``'s own memory: ``h`` (symmetric, row-major) is read through
+    its transpose, which is column-major as LAPACK works, so torch needs no copy (three
+    ``(C, C)`` temporaries saved; the factor is bit for bit the one the copying route gives).
+    ``h`` is overwritten; the returned ``U`` is a column-major view of it.
     """
     diag = h.diagonal()
     diag.add_(percdamp * float(diag.mean()))
-    factor, info = torch.linalg.cholesky_ex(h)
+    factor = h.mT  # the same matrix (h is symmetric), stored column-major
+    info = torch.empty((), dtype=torch.int32, device=h.device)
+    torch.linalg.cholesky_ex(factor, out=(factor, info))
     if int(info) == 0:
-        factor, info = torch.linalg.cholesky_ex(torch.cholesky_inverse(factor), upper=True)
+        torch.cholesky_inverse(factor, out=factor)
+        torch.linalg.cholesky_ex(factor, upper=True, out=(factor, info))
     if int(info) != 0:
         raise argument_error(ValueError, "hessian", caller, f"must be positive definite after dampening "
                          f"(percdamp={percdamp}); its Cholesky factorisation failed. Use more calibration "
@@ -499,12 +516,38 @@ def sparsegpt(weight: torch.Tensor, hessian: torch.Tensor, *, sparsity: float | 
         tensor([[0.0000, 1.2500, 0.0000, 2.0000]])
     """
     caller = "sparsegpt"
+    checked = _check_sparsegpt(weight, hessian, sparsity, n, m, blocksize, percdamp, caller)
+    with torch.no_grad():
+        h = hessian.detach().to(device=weight.device, dtype=checked[-1], copy=True)
+        return _sparsegpt(weight, h, *checked[:-1], caller)
+
+
+def sparsegpt_into(weight: torch.Tensor, hessian: torch.Tensor, *, prior: torch.Tensor | None = None,
+                   **options) -> torch.Tensor:
+    """:func:`sparsegpt` that writes the updated weight into ``weight`` and may overwrite
+    ``hessian`` (when already in the computation's dtype and on ``weight``'s device).
+
+    For :func:`prunekit.prune`, which owns its statistics' Gram matrix and needs it once
+    (:meth:`InputStats._take_hessian`): no copy of ``H``, of its factors or of the weight is
+    made beyond the sweep's own working copy. ``weight`` is written only after the sweep
+    succeeded; on an error it is unchanged. ``prior``: the current keep-mask (shaped like
+    ``weight``); entries it prunes start at zero and stay pruned. Returns the keep-mask.
+    """
+    caller = "sparsegpt"
+    checked = _check_sparsegpt(weight, hessian, options.get("sparsity"), options.get("n"), options.get("m"),
+                               options.get("blocksize", 128), options.get("percdamp", 0.01), caller)
+    with torch.no_grad():
+        h = hessian.detach().to(device=weight.device, dtype=checked[-1])
+        return _sparsegpt(weight, h, *checked[:-1], caller, prior=prior, into=weight)[1]
+
+
+def _check_sparsegpt(weight, hessian, sparsity, n, m, blocksize, percdamp, caller: str):
     check_weight(weight, caller, min_ndim=2)
-    out, cols = weight.shape[0], weight[0].numel()
+    cols = weight[0].numel()
     _check_hessian(hessian, cols, caller)
     sparsity, n, m = _resolve_pattern(sparsity, n, m, caller)
     blocksize = check_int(blocksize, caller, "blocksize", minimum=1)
-    check_percdamp(percdamp, caller)
+    percdamp = check_percdamp(percdamp, caller)
     perm = None
     if m is not None:
         _check_divides(m, weight.shape[1], caller)
@@ -512,25 +555,46 @@ def sparsegpt(weight: torch.Tensor, hessian: torch.Tensor, *, sparsity: float | 
             raise invalid(ValueError, "blocksize", caller, f"a multiple of m={m} for N:M sparsity", repr(blocksize))
         if weight.dim() > 2:  # sweep (out, *k, in): N:M groups along `in`, as nm_mask's
             perm = torch.arange(cols, device=weight.device).view(weight.shape[1], -1).T.reshape(-1)
-
     dtype = torch.float64 if torch.float64 in (weight.dtype, hessian.dtype) else torch.float32
+    return sparsity, n, m, blocksize, percdamp, perm, dtype
+
+
+def _sparsegpt(weight: torch.Tensor, h: torch.Tensor, sparsity, n, m, blocksize: int, percdamp: float,
+               perm, caller: str, *, prior: torch.Tensor | None = None,
+               into: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`sparsegpt` on checked arguments. ``h`` (``(C, C)``, the computation's dtype, on
+    ``weight``'s device) is overwritten. ``prior``: entries it prunes start at 0 and stay
+    pruned. ``into``: write the updated weight there (``weight`` itself may be given)."""
+    out, cols = weight.shape[0], weight[0].numel()
     with torch.no_grad():
-        wt = weight.detach().reshape(out, cols).T.to(dtype=dtype, copy=True).contiguous()  # (cols, out)
-        h = hessian.detach().to(device=weight.device, dtype=dtype, copy=True)
+        wt = torch.empty((cols, out), dtype=h.dtype, device=weight.device)  # W^T: the working copy
+        wt.copy_(weight.detach().reshape(out, cols).T)
+        pruned_before = None if prior is None else ~prior.reshape(out, cols).T
+        if pruned_before is not None:
+            wt.masked_fill_(pruned_before, 0)
         if perm is not None:
             wt, h = wt[perm], h[perm][:, perm]
+            if pruned_before is not None:
+                pruned_before = pruned_before[perm]
         dead = h.diagonal() == 0
         h.diagonal()[dead] = 1
         wt[dead] = 0
-        u = _inverse_factor(h, float(percdamp), caller)
+        u = _inverse_factor(h, percdamp, caller)
         prune = _sweep(wt, u, sparsity, n, m, blocksize)
+        del u, h
+        if pruned_before is not None:
+            prune |= pruned_before  # never revive a weight pruned before
         wt.masked_fill_(prune, 0)
         if perm is not None:
             inverse = torch.empty_like(perm)
             inverse[perm] = torch.arange(cols, device=perm.device)
             wt, prune = wt[inverse], prune[inverse]
-        new = wt.T.to(weight.dtype).reshape(weight.shape).contiguous()
         keep = (~prune).T.reshape(weight.shape).contiguous()
+        del prune
+        if into is not None:
+            into.copy_(wt.T.reshape(weight.shape))
+            return into, keep
+        new = wt.T.to(weight.dtype).reshape(weight.shape).contiguous()
     return new, keep
 
 
