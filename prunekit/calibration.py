@@ -21,11 +21,117 @@ from torch import nn
 
 from ._modules import eval_mode, model_device
 from ._validation import describe, invalid
-from .oneshot import InputStats
 from .reparam import attach_mask, current_keep, effective_tensor, pruned_tensor_names
 from .targets import Target
 
-__all__ = ["check_calibration", "calibration_support", "prune_calibrated", "Calibrated"]
+__all__ = ["InputStats", "check_calibration", "calibration_support", "prune_calibrated", "Calibrated"]
+
+
+# --------------------------------------------------------------------------------------
+# Calibration statistics
+# --------------------------------------------------------------------------------------
+
+
+class InputStats:
+    """Running statistics of one layer's inputs, for Wanda and SparseGPT.
+
+    Every ``update`` adds a batch of inputs ``(..., in)``: all leading dims are rows (tokens).
+    Kept per input column: the sum of squares (Wanda's ``||X_j||^2``) and, with
+    ``hessian=True``, the Gram matrix ``sum x x^T`` (SparseGPT's ``H = 2/n sum x x^T``).
+    Stored in ``dtype`` on the first batch's device. For a conv layer pass its unfolded
+    input, ``F.unfold(x, ...).transpose(1, 2)``.
+
+    Args:
+        hessian: also accumulate the ``(in, in)`` Gram matrix (one matmul per batch).
+        dtype: accumulation dtype, float32 (default) or float64.
+
+    Attributes:
+        n_rows: rows (tokens) seen so far.
+        sum_sq: ``(in,)`` sum of squares per column, or None before the first batch.
+        gram: ``(in, in)`` sum of ``x x^T``, or None.
+
+    Examples:
+        >>> import torch
+        >>> from prunekit.oneshot import InputStats
+        >>> layer = torch.nn.Linear(3, 2)
+        >>> stats = InputStats(hessian=True)
+        >>> handle = layer.register_forward_pre_hook(
+        ...     lambda mod, args: stats.update(args[0]))
+        >>> _ = layer(torch.tensor([[1., 0., 2.], [3., 0., 4.]]))
+        >>> handle.remove()
+        >>> stats.n_rows, stats.norms()
+        (2, tensor([3.1623, 0.0000, 4.4721]))
+        >>> stats.hessian()
+        tensor([[10.,  0., 14.],
+                [ 0.,  0.,  0.],
+                [14.,  0., 20.]])
+    """
+
+    def __init__(self, *, hessian: bool = False, dtype: torch.dtype = torch.float32):
+        if not isinstance(hessian, bool):
+            raise invalid(TypeError, "hessian", "InputStats", "True or False", repr(hessian))
+        if dtype not in (torch.float32, torch.float64):
+            raise invalid(TypeError, "dtype", "InputStats", "torch.float32 or torch.float64", repr(dtype))
+        self.with_hessian = hessian
+        self.dtype = dtype
+        self.n_rows = 0
+        self.sum_sq: torch.Tensor | None = None
+        self.gram: torch.Tensor | None = None
+
+    def update(self, x: torch.Tensor) -> None:
+        """Add a batch of layer inputs ``(..., in)``. Bad input leaves the state as it was.
+
+        Returns None, so it can be a forward pre-hook as it is (a hook's non-None return
+        value would replace the layer's input).
+        """
+        caller = "InputStats.update"
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() == 0:
+            raise invalid(TypeError, "x", caller, "a floating-point tensor shaped (..., in)", describe(x))
+        if self.sum_sq is not None and x.shape[-1] != self.sum_sq.numel():
+            raise invalid(ValueError, "x", caller, f"shaped (..., {self.sum_sq.numel()}) like the earlier "
+                          "batches", describe(x))
+        device = x.device if self.sum_sq is None else self.sum_sq.device
+        with torch.no_grad():
+            rows = x.detach().reshape(-1, x.shape[-1]).to(device=device, dtype=self.dtype)
+            sq = rows.square().sum(0)
+            if not bool(torch.isfinite(sq).all()):  # catches NaN/inf inputs without a separate pass
+                raise invalid(ValueError, "x", caller, "finite (its squares too)", describe(x))
+            if self.sum_sq is None:
+                self.sum_sq = sq
+                self.gram = rows.T @ rows if self.with_hessian else None
+            else:
+                self.sum_sq += sq
+                if self.gram is not None:
+                    self.gram.addmm_(rows.T, rows)  # in place: no second (in, in) matrix per batch
+        self.n_rows += rows.shape[0]
+
+    def _need(self, what: str) -> None:
+        if self.n_rows == 0:
+            raise RuntimeError(f"InputStats.{what}() needs at least one update() with a non-empty batch first.")
+
+    def norms(self) -> torch.Tensor:
+        """``||X_j||_2`` per input column over all rows seen (Wanda's ``input_norms``)."""
+        self._need("norms")
+        return self.sum_sq.sqrt()
+
+    def hessian(self) -> torch.Tensor:
+        """SparseGPT's layer Hessian ``H = 2/n sum x x^T`` (a new tensor; needs ``hessian=True``)."""
+        self._need("hessian")
+        if self.gram is None:
+            raise RuntimeError("InputStats.hessian() needs InputStats(hessian=True): the Gram matrix "
+                               "was not accumulated.")
+        return self.gram * (2.0 / self.n_rows)
+
+    def _take_hessian(self) -> torch.Tensor:
+        """:meth:`hessian` without a copy: the Gram matrix is scaled in place and handed over.
+
+        For :func:`prunekit.prune`, which owns these statistics and needs them only once: it
+        saves an ``(in, in)`` matrix per layer. The statistics hold no Gram matrix afterwards.
+        """
+        h = self.hessian() if self.gram is None else self.gram.mul_(2.0 / self.n_rows)
+        self.gram, self.with_hessian = None, False
+        return h
+
 
 
 def check_calibration(calibration, caller: str) -> list:

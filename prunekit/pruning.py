@@ -13,7 +13,8 @@ from ._modules import module_ids
 from ._validation import argument_error, check_choice, check_model, check_pattern, check_sparsity, check_weight, invalid
 from .calibration import calibration_support, check_calibration, prune_calibrated
 from .methods import get_method, plan_masks
-from .reparam import attach_mask, effective_tensor
+from .reparam import attach_mask, check_mask_dtype, effective_tensor
+from .reparam import mask_dtype as reparam_mask_dtype
 from .targets import Target, named_target, targets
 
 __all__ = ["prune", "prunable_layers", "select_targets", "SCOPES"]
@@ -91,7 +92,7 @@ def _param(t: Target):
 
 def prune(model: nn.Module, sparsity=None, *, method: str = "l1", scope: str = "layer",
           exclude=(), include=(), max_layer_sparsity: float | None = None, pattern=None,
-          **method_options) -> nn.Module:
+          mask_dtype=None, **method_options) -> nn.Module:
     """Prune ``model`` in place and return it.
 
     Args:
@@ -152,6 +153,14 @@ def prune(model: nn.Module, sparsity=None, *, method: str = "l1", scope: str = "
             channels at each kernel position). ``sparsity`` must then be ``1 - N/M`` or
             omitted, ``scope`` ``"layer"``, and M must divide every pruned tensor's input
             dimension.
+        mask_dtype: ``None`` (default): each mask is stored in its weight's dtype, as
+            ``torch.nn.utils.prune`` does (a float32 model's masks take as much memory as
+            its weights). ``torch.bool``: 1 byte per weight, a quarter of that for float32
+            and half for float16, for models where memory is short (a language model
+            pruned with ``"wanda"`` or ``"sparsegpt"``). The ``state_dict`` then holds bool
+            ``weight_mask`` entries, and on a CPU every forward pass spends a little more
+            time applying them (about 10-30 % per training step of a small MLP). Masks that
+            already exist keep their dtype.
         **method_options: options of the method, e.g. ``p=2`` for ``"channel"``.
 
     Returns:
@@ -176,95 +185,97 @@ def prune(model: nn.Module, sparsity=None, *, method: str = "l1", scope: str = "
     """
     caller = "prune"
     check_model(model, caller)
-    m = get_method(method, caller)
-    check_choice(scope, SCOPES, caller, "scope")
-    options = m.check_options(method_options, caller)
-    nm = None
-    if pattern is not None:
-        nm = check_pattern(pattern, caller)
-        if m.granularity != "weight" or not m.exact:
-            raise invalid(ValueError, "pattern", caller,
-                          "used with a method that ranks single weights (l1, l2, random, gradient, taylor, "
-                          f"fisher, wanda, sparsegpt), not method={method!r}", repr(pattern))
-        if scope != "layer":
-            raise invalid(ValueError, "scope", caller, "'layer' with an N:M pattern (each group of M "
-                          "weights keeps N)", repr(scope))
-        implied = 1 - nm[0] / nm[1]
-        if sparsity is None:
-            sparsity = implied
-        elif isinstance(sparsity, Mapping) or not _close(sparsity, implied):
-            raise invalid(ValueError, "sparsity", caller,
-                          f"omitted or 1 - N/M = {implied:g} with pattern={pattern!r}", repr(sparsity))
-    elif sparsity is None:
-        raise invalid(TypeError, "sparsity", caller,
-                      "given (a fraction in [0, 1] or a per-layer mapping) unless pattern='N:M' is", "None")
-    calibrated = m.needs == "calibration"
-    if calibrated:
-        batches = check_calibration(options["calibration"], caller)
-        if scope != "layer":
-            raise invalid(ValueError, "scope", caller,
-                          f"'layer' for method={method!r} (it compares weights within each layer's rows)",
-                          repr(scope))
-    if max_layer_sparsity is not None:
-        if scope != "global":
-            raise argument_error(ValueError, "max_layer_sparsity", 'prune', "applies only to scope='global' "
-                f"(with scope='layer' every layer gets exactly its sparsity). Got scope={scope!r}."
-            )
-        max_layer_sparsity = check_sparsity(max_layer_sparsity, caller, "max_layer_sparsity")
-        if not m.exact:
-            raise argument_error(ValueError, "max_layer_sparsity", 'prune', f"needs a method that prunes exact "
-                f"counts; method={method!r} does not."
-            )
-    layers = select_targets(model, m, exclude, include, caller)
-    if not layers:
-        raise ValueError(
-            f"prune found no layers to prune with method={method!r} in {type(model).__name__} "
-            f"(it prunes {m.describe_targets()}; excluded: {len(_items(exclude))} module(s))."
-        )
-    if isinstance(sparsity, Mapping):
-        if scope != "layer":
-            raise argument_error(ValueError, "sparsity", 'prune', "can be a per-layer mapping only with "
-                f"scope='layer'. Got scope={scope!r} instead."
-            )
-        names = {t.name for t in layers}
-        plan = {}
-        for key, value in sparsity.items():
-            if key not in names:
-                raise argument_error(ValueError, "sparsity", 'prune', f"names layer {key!r}, which is not a "
-                    f"layer method={method!r} prunes here. Prunable layers: {sorted(names)}."
+    check_mask_dtype(mask_dtype, caller)
+    with reparam_mask_dtype(mask_dtype):  # no wrapper frame: warnings keep pointing at the caller
+        m = get_method(method, caller)
+        check_choice(scope, SCOPES, caller, "scope")
+        options = m.check_options(method_options, caller)
+        nm = None
+        if pattern is not None:
+            nm = check_pattern(pattern, caller)
+            if m.granularity != "weight" or not m.exact:
+                raise invalid(ValueError, "pattern", caller,
+                              "used with a method that ranks single weights (l1, l2, random, gradient, taylor, "
+                              f"fisher, wanda, sparsegpt), not method={method!r}", repr(pattern))
+            if scope != "layer":
+                raise invalid(ValueError, "scope", caller, "'layer' with an N:M pattern (each group of M "
+                              "weights keeps N)", repr(scope))
+            implied = 1 - nm[0] / nm[1]
+            if sparsity is None:
+                sparsity = implied
+            elif isinstance(sparsity, Mapping) or not _close(sparsity, implied):
+                raise invalid(ValueError, "sparsity", caller,
+                              f"omitted or 1 - N/M = {implied:g} with pattern={pattern!r}", repr(sparsity))
+        elif sparsity is None:
+            raise invalid(TypeError, "sparsity", caller,
+                          "given (a fraction in [0, 1] or a per-layer mapping) unless pattern='N:M' is", "None")
+        calibrated = m.needs == "calibration"
+        if calibrated:
+            batches = check_calibration(options["calibration"], caller)
+            if scope != "layer":
+                raise invalid(ValueError, "scope", caller,
+                              f"'layer' for method={method!r} (it compares weights within each layer's rows)",
+                              repr(scope))
+        if max_layer_sparsity is not None:
+            if scope != "global":
+                raise argument_error(ValueError, "max_layer_sparsity", 'prune', "applies only to scope='global' "
+                    f"(with scope='layer' every layer gets exactly its sparsity). Got scope={scope!r}."
                 )
-            plan[key] = check_sparsity(value, caller, f"sparsity[{key!r}]")
-        layers = [t for t in layers if t.name in plan]
-        sparsity = plan
-    else:
-        sparsity = check_sparsity(sparsity, caller)
-    for t in layers:
-        if torch.nn.utils.parametrize.is_parametrized(t.module, t.tensor):
+            max_layer_sparsity = check_sparsity(max_layer_sparsity, caller, "max_layer_sparsity")
+            if not m.exact:
+                raise argument_error(ValueError, "max_layer_sparsity", 'prune', f"needs a method that prunes exact "
+                    f"counts; method={method!r} does not."
+                )
+        layers = select_targets(model, m, exclude, include, caller)
+        if not layers:
             raise ValueError(
-                f"prune cannot mask layer {t.name or 'model'!r}: its {t.tensor} is parametrized "
-                "(e.g. by prunekit.share_weights). Prune first, then share weights."
+                f"prune found no layers to prune with method={method!r} in {type(model).__name__} "
+                f"(it prunes {m.describe_targets()}; excluded: {len(_items(exclude))} module(s))."
             )
-        label = t.name if t.tensor != "weight" else f"{t.name or 'model'}.weight"
-        check_weight(effective_tensor(t.module, t.tensor), caller, label)
-    if nm is not None:
-        _check_groups(layers, nm, pattern, caller)
-    if calibrated:
-        _warn_left_dense(model, m, layers, exclude, include, caller)
+        if isinstance(sparsity, Mapping):
+            if scope != "layer":
+                raise argument_error(ValueError, "sparsity", 'prune', "can be a per-layer mapping only with "
+                    f"scope='layer'. Got scope={scope!r} instead."
+                )
+            names = {t.name for t in layers}
+            plan = {}
+            for key, value in sparsity.items():
+                if key not in names:
+                    raise argument_error(ValueError, "sparsity", 'prune', f"names layer {key!r}, which is not a "
+                        f"layer method={method!r} prunes here. Prunable layers: {sorted(names)}."
+                    )
+                plan[key] = check_sparsity(value, caller, f"sparsity[{key!r}]")
+            layers = [t for t in layers if t.name in plan]
+            sparsity = plan
+        else:
+            sparsity = check_sparsity(sparsity, caller)
+        for t in layers:
+            if torch.nn.utils.parametrize.is_parametrized(t.module, t.tensor):
+                raise ValueError(
+                    f"prune cannot mask layer {t.name or 'model'!r}: its {t.tensor} is parametrized "
+                    "(e.g. by prunekit.share_weights). Prune first, then share weights."
+                )
+            label = t.name if t.tensor != "weight" else f"{t.name or 'model'}.weight"
+            check_weight(effective_tensor(t.module, t.tensor), caller, label)
+        if nm is not None:
+            _check_groups(layers, nm, pattern, caller)
+        if calibrated:
+            _warn_left_dense(model, m, layers, exclude, include, caller)
 
-        def apply(cal):
-            s = sparsity[cal.target.name] if isinstance(sparsity, Mapping) else sparsity
-            m.prune_target(model, cal, s, nm, options)
+            def apply(cal):
+                s = sparsity[cal.target.name] if isinstance(sparsity, Mapping) else sparsity
+                m.prune_target(model, cal, s, nm, options)
 
-        prune_calibrated(model, layers, batches, apply, hessian=m.hessian,
-                         sequential=options["sequential"], caller=caller)
+            prune_calibrated(model, layers, batches, apply, hessian=m.hessian,
+                             sequential=options["sequential"], caller=caller)
+            return model
+        options = m.prepare(model, layers, options)
+
+        masks = plan_masks(m, model, layers, sparsity, scope, options,  # nothing changed yet
+                           max_layer_sparsity=max_layer_sparsity, pattern=nm)
+        for (module, tensor_name), keep in masks.items():
+            attach_mask(module, tensor_name, keep, model)
         return model
-    options = m.prepare(model, layers, options)
-
-    masks = plan_masks(m, model, layers, sparsity, scope, options,  # nothing changed yet
-                       max_layer_sparsity=max_layer_sparsity, pattern=nm)
-    for (module, tensor_name), keep in masks.items():
-        attach_mask(module, tensor_name, keep, model)
-    return model
 
 
 def _close(sparsity, implied: float) -> bool:

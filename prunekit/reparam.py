@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import copy
 from collections.abc import Mapping
 
@@ -21,6 +22,8 @@ __all__ = [
     "effective_tensor",
     "current_keep",
     "attach_mask",
+    "mask_dtype",
+    "check_mask_dtype",
     "refresh",
     "unmask",
     "remove",
@@ -38,6 +41,29 @@ __all__ = [
 # and a ``__reduce_ex__`` that pickles the model through its original class.
 _CLASSES: dict = {}
 _CAPTURE: list = []  # open capture_effective() logs
+_MASK_DTYPE = contextvars.ContextVar("prunekit_mask_dtype", default=None)  # None: the tensor's dtype
+
+
+def check_mask_dtype(dtype, caller: str):
+    """``None`` (masks in the weight's dtype, torch's format) or ``torch.bool``."""
+    if dtype is not None and dtype is not torch.bool:
+        raise invalid(ValueError if isinstance(dtype, torch.dtype) else TypeError, "mask_dtype", caller,
+                      "None (masks in the weight's dtype, as torch.nn.utils.prune stores them) or "
+                      "torch.bool (1 byte per weight)", repr(dtype))
+    return dtype
+
+
+@contextlib.contextmanager
+def mask_dtype(dtype):
+    """New masks attached while open are stored as ``dtype`` (``None``: the weight's dtype).
+
+    Masks that already exist keep their dtype: nesting a mask multiplies into it.
+    """
+    token = _MASK_DTYPE.set(check_mask_dtype(dtype, "mask_dtype"))
+    try:
+        yield
+    finally:
+        _MASK_DTYPE.reset(token)
 
 
 def _masked_property(name: str) -> property:
@@ -146,6 +172,9 @@ def _holders(model: nn.Module, param) -> list:
 def attach_mask(module: nn.Module, name: str, keep: torch.Tensor, model: nn.Module | None = None) -> None:
     """Mask ``module.<name>`` with a boolean keep-mask, nested inside any existing mask.
 
+    A new mask is stored in the tensor's dtype (torch's format), or as ``torch.bool``
+    inside ``with mask_dtype(torch.bool)`` (what ``prune(..., mask_dtype=torch.bool)`` does).
+
     With ``model`` given, every other module of ``model`` that holds the same parameter
     (tied weights) is masked with the same mask tensor, so all its users compute with it.
     """
@@ -156,7 +185,7 @@ def attach_mask(module: nn.Module, name: str, keep: torch.Tensor, model: nn.Modu
         _refresh(module, name)
         return
     param = module._parameters[name]
-    mask = keep.to(device=param.device, dtype=param.dtype)
+    mask = keep.to(device=param.device, dtype=_MASK_DTYPE.get() or param.dtype)
     holders = _holders(model, param) if model is not None else [(module, name)]
     if (module, name) not in holders:
         holders.insert(0, (module, name))
@@ -329,7 +358,9 @@ def load_state_dict(model: nn.Module, state_dict: Mapping, strict: bool = True):
                 or not isinstance(getattr(module, tensor_name, None), torch.Tensor)):
             continue
         ones = torch.ones_like(getattr(module, tensor_name), dtype=torch.bool)
-        attach_mask(module, tensor_name, ones, model)
+        saved = state_dict[key[: -len("_orig")] + "_mask"]
+        with mask_dtype(torch.bool if getattr(saved, "dtype", None) is torch.bool else None):
+            attach_mask(module, tensor_name, ones, model)  # the saved mask's dtype: bool or the weight's
         added.append((module, tensor_name))
     try:
         result = model.load_state_dict(state_dict, strict=strict)
