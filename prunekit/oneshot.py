@@ -17,6 +17,7 @@ __all__ = [
     "wanda_mask",
     "InputStats",
     "sparsegpt",
+    "sparsegpt_into",
 ]
 
 _HALF = (torch.float16, torch.bfloat16)

@@ -22,6 +22,7 @@ from prunekit.oneshot import (
     nm_mask,
     row_mask_from_scores,
     sparsegpt,
+    sparsegpt_into,
     wanda_mask,
     wanda_scores,
 )
@@ -604,3 +605,46 @@ def test_cuda_results_stay_on_the_device_and_agree_with_cpu():
     keep_w = wanda_mask(w.cuda(), stats.norms(), n=2, m=4)
     assert keep_w.is_cuda and torch.equal(keep_w.cpu(), wanda_mask(w, stats.norms().cpu(), n=2, m=4))
     assert torch.equal(row_mask_from_scores(w.cuda(), 0.5).cpu(), row_mask_from_scores(w, 0.5))
+
+
+# -- memory: what prunekit.prune's SparseGPT path does without copies ------------------------
+
+
+def test_inverse_factor_works_in_the_hessians_own_memory():
+    _, _, h = problem(1, 64, 200, 0, dtype=torch.float32)
+    u = _inverse_factor(h, 0.01, "sparsegpt")
+    assert u.data_ptr() == h.data_ptr()  # no (C, C) copy: the factor overwrote H
+
+
+def test_take_hessian_hands_over_the_gram_matrix_scaled_in_place():
+    x = correlated(50, 6, 0, torch.float32)
+    stats = InputStats(hessian=True)
+    stats.update(x[:20])
+    stats.update(x[20:])
+    expected = stats.hessian()
+    storage = stats.gram.data_ptr()
+    h = stats._take_hessian()
+    assert h.data_ptr() == storage and stats.gram is None
+    torch.testing.assert_close(h, expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("kw", [dict(sparsity=0.5), dict(n=2, m=4)])
+def test_sparsegpt_into_writes_what_sparsegpt_returns(kw):
+    w, _, h = problem(6, 16, 40, 3)
+    prior = torch.rand(w.shape, generator=torch.Generator().manual_seed(0)) > 0.2
+    expected_new, expected_keep = sparsegpt(w * prior, h, **kw)
+    expected_keep &= prior
+    expected_new = expected_new * expected_keep
+    target = w.clone()
+    keep = sparsegpt_into(target, h.clone(), prior=prior, **kw)
+    assert torch.equal(keep, expected_keep)
+    torch.testing.assert_close(target, expected_new, rtol=0, atol=0)
+
+
+def test_sparsegpt_into_leaves_the_weight_alone_when_the_hessian_fails():
+    w, x, _ = problem(4, 16, 5, 0)  # rank 5 of 16: singular without dampening
+    h = 2 / 5 * x.T @ x
+    w0 = w.clone()
+    with pytest.raises(ValueError, match="'hessian' parameter of sparsegpt must be positive definite"):
+        sparsegpt_into(w, h, sparsity=0.5, percdamp=0.0)
+    assert torch.equal(w, w0)
