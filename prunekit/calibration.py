@@ -21,7 +21,7 @@ from torch import nn
 
 from ._modules import eval_mode, model_device
 from ._validation import describe, invalid
-from .reparam import attach_mask, current_keep, effective_tensor, pruned_tensor_names
+from .reparam import current_keep, effective_tensor
 from .targets import Target
 
 __all__ = ["InputStats", "check_calibration", "calibration_support", "prune_calibrated", "Calibrated"]
@@ -116,11 +116,14 @@ class InputStats:
 
     def hessian(self) -> torch.Tensor:
         """SparseGPT's layer Hessian ``H = 2/n sum x x^T`` (a new tensor; needs ``hessian=True``)."""
-        self._need("hessian")
-        if self.gram is None:
-            raise RuntimeError("InputStats.hessian() needs InputStats(hessian=True): the Gram matrix "
-                               "was not accumulated.")
+        self._need_gram("hessian")
         return self.gram * (2.0 / self.n_rows)
+
+    def _need_gram(self, what: str) -> None:
+        self._need(what)
+        if self.gram is None:
+            raise RuntimeError(f"InputStats.{what}() needs InputStats(hessian=True): the Gram matrix "
+                               "was not accumulated.")
 
     def _take_hessian(self) -> torch.Tensor:
         """:meth:`hessian` without a copy: the Gram matrix is scaled in place and handed over.
@@ -128,7 +131,8 @@ class InputStats:
         For :func:`prunekit.prune`, which owns these statistics and needs them only once: it
         saves an ``(in, in)`` matrix per layer. The statistics hold no Gram matrix afterwards.
         """
-        h = self.hessian() if self.gram is None else self.gram.mul_(2.0 / self.n_rows)
+        self._need_gram("hessian")
+        h = self.gram.mul_(2.0 / self.n_rows)
         self.gram, self.with_hessian = None, False
         return h
 
@@ -283,10 +287,6 @@ class _Recorder:
         if self.stop_after is not None and self.stop_after <= self.fired:
             raise _Stop  # the stage has read its inputs: nothing after it is computed
 
-    def check_stop(self, name: str) -> None:
-        if self.stop_after is not None and name not in self.stop_after and self.stop_after <= self.fired:
-            raise _Stop
-
     def new_batch(self) -> None:
         self.fired = set()
         self._last_input = None
@@ -307,19 +307,14 @@ class _Recorder:
         m = t.module
         owner = self.owners.get(id(m))
         if owner is not None:  # an MHA's out_proj: MHA uses its weight without calling it
-            def pre(mod, args, kwargs, t=t):
-                self.check_stop(t.name)
-
             def post(mod, args, kwargs, output, t=t):
                 if self.collect is None or t.name in self.collect or self.record_order:
                     self.feed(t, _attention_values(mod, args, kwargs))
                 self.fire(t.name)
 
-            return [owner.register_forward_pre_hook(pre, with_kwargs=True),
-                    owner.register_forward_hook(post, with_kwargs=True)]
+            return [owner.register_forward_hook(post, with_kwargs=True)]
         if isinstance(m, nn.MultiheadAttention):
             def pre_mha(mod, args, kwargs, t=t):
-                self.check_stop(t.name)
                 q, k, v = _mha_inputs(mod, args, kwargs)
                 e = mod.embed_dim
                 if not mod._qkv_same_embed_dim:
@@ -334,7 +329,6 @@ class _Recorder:
             return [m.register_forward_pre_hook(pre_mha, with_kwargs=True)]
         if isinstance(m, nn.modules.conv._ConvNd):
             def pre_conv(mod, args, t=t):
-                self.check_stop(t.name)
                 x = args[0] if args[0].dim() == 4 else args[0].unsqueeze(0)
                 cols = F.unfold(x, mod.kernel_size, mod.dilation, mod.padding, mod.stride)
                 self.feed(t, cols.transpose(1, 2), source=args[0])
@@ -343,7 +337,6 @@ class _Recorder:
             return [m.register_forward_pre_hook(pre_conv)]
 
         def pre_linear(mod, args, t=t):
-            self.check_stop(t.name)
             self.feed(t, args[0])
             self.fire(t.name)
 
@@ -458,15 +451,6 @@ def _calibrated(rec: _Recorder, t: Target) -> Calibrated:
     parts = [(s.rows, s.stats) for (name, _), s in rec.slots.items() if name == t.name]
     parts.sort(key=lambda p: -1 if p[0] is None else p[0].start)
     return Calibrated(t, parts)
-
-
-def write_weight(model: nn.Module, t: Target, new: torch.Tensor, keep: torch.Tensor) -> None:
-    """Store ``new`` as the tensor's values (``<tensor>_orig`` if masked) and nest ``keep`` in its mask."""
-    m = t.module
-    name = t.tensor + "_orig" if t.tensor in pruned_tensor_names(m) else t.tensor
-    with torch.no_grad():
-        getattr(m, name).copy_(new.to(getattr(m, name).dtype))
-    attach_mask(m, t.tensor, keep, model)
 
 
 def rows_of(t: Target, tensor: torch.Tensor) -> torch.Tensor:

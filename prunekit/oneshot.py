@@ -412,14 +412,15 @@ def sparsegpt(weight: torch.Tensor, hessian: torch.Tensor, *, sparsity: float | 
         tensor([[0.0000, 1.2500, 0.0000, 2.0000]])
     """
     caller = "sparsegpt"
-    checked = _check_sparsegpt(weight, hessian, sparsity, n, m, blocksize, percdamp, caller)
+    *checked, dtype = _check_sparsegpt(weight, hessian, sparsity, n, m, blocksize, percdamp, caller)
     with torch.no_grad():
-        h = hessian.detach().to(device=weight.device, dtype=checked[-1], copy=True)
-        return _sparsegpt(weight, h, *checked[:-1], caller)
+        h = hessian.detach().to(device=weight.device, dtype=dtype, copy=True)
+        return _sparsegpt(weight, h, *checked, caller)
 
 
-def sparsegpt_into(weight: torch.Tensor, hessian: torch.Tensor, *, prior: torch.Tensor | None = None,
-                   **options) -> torch.Tensor:
+def sparsegpt_into(weight: torch.Tensor, hessian: torch.Tensor, *, sparsity: float | None = None,
+                   n: int | None = None, m: int | None = None, blocksize: int = 128,
+                   percdamp: float = 0.01, prior: torch.Tensor | None = None) -> torch.Tensor:
     """:func:`sparsegpt` that writes the updated weight into ``weight`` and may overwrite
     ``hessian`` (when already in the computation's dtype and on ``weight``'s device).
 
@@ -430,11 +431,10 @@ def sparsegpt_into(weight: torch.Tensor, hessian: torch.Tensor, *, prior: torch.
     ``weight``); entries it prunes start at zero and stay pruned. Returns the keep-mask.
     """
     caller = "sparsegpt"
-    checked = _check_sparsegpt(weight, hessian, options.get("sparsity"), options.get("n"), options.get("m"),
-                               options.get("blocksize", 128), options.get("percdamp", 0.01), caller)
+    *checked, dtype = _check_sparsegpt(weight, hessian, sparsity, n, m, blocksize, percdamp, caller)
     with torch.no_grad():
-        h = hessian.detach().to(device=weight.device, dtype=checked[-1])
-        return _sparsegpt(weight, h, *checked[:-1], caller, prior=prior, into=weight)[1]
+        h = hessian.detach().to(device=weight.device, dtype=dtype)
+        return _sparsegpt(weight, h, *checked, caller, prior=prior, into=weight)[1]
 
 
 def _check_sparsegpt(weight, hessian, sparsity, n, m, blocksize, percdamp, caller: str):

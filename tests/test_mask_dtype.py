@@ -45,7 +45,7 @@ def _masks(model):
 
 
 def _effective(model):
-    return {k: v for k, v in pk.reparam.stripped_state_dict(model).items()}
+    return pk.reparam.stripped_state_dict(model)
 
 
 def _pair(make, **kw):

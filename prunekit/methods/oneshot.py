@@ -7,8 +7,8 @@ import math
 import torch
 
 from .._validation import check_int, invalid
-from ..calibration import Calibrated, calibration_support, effective_rows, from_rows, rows_of, write_weight
-from ..oneshot import check_percdamp, nm_mask, row_mask_from_scores, sparsegpt, sparsegpt_into, wanda_scores
+from ..calibration import Calibrated, calibration_support, effective_rows, from_rows, rows_of
+from ..oneshot import check_percdamp, nm_mask, row_mask_from_scores, sparsegpt_into, wanda_scores
 from ..reparam import attach_mask, current_keep, pruned_tensor_names
 from .base import Method
 
@@ -82,26 +82,23 @@ class SparseGPTMethod(CalibratedMethod):
             blocksize = nm[1] * max(1, blocksize // nm[1])
         pattern = {"n": nm[0], "m": nm[1]} if nm else {"sparsity": sparsity}
         kw = dict(blocksize=blocksize, percdamp=float(options["percdamp"]), **pattern)
-        if len(cal.parts) == 1 and cal.parts[0][0] is None:
-            # One Hessian for all rows (every layer but cross-attention): the statistics'
-            # Gram matrix is factorised in place and the updated weights are written straight
-            # into the parameter, so the only copies are the sweep's working copy of W and
-            # the mask (the memory goal of benchmarks/oneshot_memory.py).
-            module = t.module
-            masked = t.tensor in pruned_tensor_names(module)
-            param = getattr(module, t.tensor + "_orig" if masked else t.tensor)
-            prior = current_keep(module, t.tensor)
-            keep = sparsegpt_into(rows_of(t, param), cal.parts[0][1]._take_hessian(),
-                                  prior=None if prior is None else rows_of(t, prior), **kw)
-            attach_mask(module, t.tensor, from_rows(t, keep), model)
-            return
-        w, prior = effective_rows(t)
-        new = torch.empty_like(w)
-        keep = torch.empty(w.shape, dtype=torch.bool, device=w.device)
-        for rows, stats in cal.parts:  # Q, K and V rows of a cross-attention: each its own H
-            sl = slice(None) if rows is None else rows
-            new[sl], keep[sl] = sparsegpt(w[sl], stats.hessian().to(w.device), **kw)
-        if prior is not None:  # never revive a weight pruned before
-            keep &= prior
-            new = new * keep
-        write_weight(model, t, from_rows(t, new), from_rows(t, keep))
+        module = t.module
+        param = getattr(module, t.tensor + "_orig" if t.tensor in pruned_tensor_names(module) else t.tensor)
+        rows, prior = rows_of(t, param), current_keep(module, t.tensor)
+        # One Hessian for all rows (every layer but a cross-attention): its sweep writes the
+        # updated weights straight into the parameter, and the statistics' Gram matrix is
+        # factorised in place, so the only copies are the sweep's working copy of W and the
+        # mask (the memory goal of benchmarks/oneshot_memory.py). The Q, K and V rows of a
+        # cross-attention each have their own Hessian: they are swept in a copy, written
+        # once all three succeeded.
+        whole = len(cal.parts) == 1 and cal.parts[0][0] is None
+        target = rows if whole else rows.detach().clone()
+        keep = torch.empty(rows.shape, dtype=torch.bool, device=rows.device)
+        for part, stats in cal.parts:
+            sl = slice(None) if part is None else part
+            keep[sl] = sparsegpt_into(target[sl], stats._take_hessian(), **kw,
+                                      prior=None if prior is None else rows_of(t, prior)[sl])
+        if not whole:
+            with torch.no_grad():
+                rows.copy_(target)
+        attach_mask(module, t.tensor, from_rows(t, keep), model)
